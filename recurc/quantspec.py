@@ -1,0 +1,81 @@
+"""Validated configuration of quantization and compression (the `quant:` section of a spec).
+
+Kept apart from spec.py because recurc/quant.py (the one implementation of the
+export format) and the torch-free estimator both read it.
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+# Tensor groups every parameter of a Plan belongs to.
+GROUPS = ("embeddings", "attention", "mlp", "per_pass", "scalars")
+Group = Literal["embeddings", "attention", "mlp", "per_pass", "scalars"]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ClipRule(Strict):
+    """Where a row is clipped before rounding.
+
+    percentile: clip = q-th percentile of |w| over the row (baseline: 99.99984).
+    std:        clip = k * std(row) ("SDClip", e.g. k=12.85 for int6 matrices).
+    """
+    kind: Literal["percentile", "std"] = "percentile"
+    value: float = Field(99.99984, gt=0)
+
+    @model_validator(mode="after")
+    def _range(self) -> "ClipRule":
+        if self.kind == "percentile" and not (0 < self.value <= 100):
+            raise ValueError("a percentile clip must lie in (0, 100]")
+        return self
+
+
+class GroupQuant(Strict):
+    """How the tensors of one group are stored in the artifact.
+
+    scheme "int": symmetric per-row integers in [-(2^(b-1)-1), 2^(b-1)-1] with one scale per row
+    (per tensor for 1-D); "ternary": {-1,0,1} per row with one scale; "fp16"/"fp32": passthrough.
+    """
+    scheme: Literal["int", "ternary", "fp16", "fp32"] = "int"
+    bits: int = Field(8, ge=2, le=8)
+    clip: ClipRule = ClipRule()
+    gptq: bool = False
+    scale_dtype: Literal["fp16", "fp32"] = "fp16"
+
+
+class Compressor(Strict):
+    name: Literal["zlib", "lzma", "zstd", "brotli", "none"] = "zlib"
+    level: int | None = None          # None: the compressor's maximum (zlib 9, lzma 9, zstd 22, brotli 11)
+    byte_shuffle: bool = False        # transpose bytes of multi-byte streams before compressing
+
+    @model_validator(mode="after")
+    def _level(self) -> "Compressor":
+        limits = {"zlib": (0, 9), "lzma": (0, 9), "zstd": (1, 22), "brotli": (0, 11), "none": (0, 0)}
+        lo, hi = limits[self.name]
+        if self.level is not None and not (lo <= self.level <= hi):
+            raise ValueError(f"{self.name} level must lie in {lo}..{hi}, got {self.level}")
+        return self
+
+    @property
+    def effective_level(self) -> int:
+        return self.level if self.level is not None else {"zlib": 9, "lzma": 9, "zstd": 22, "brotli": 11, "none": 0}[self.name]
+
+
+class QuantSpec(Strict):
+    """Per-group quantization plus the container and compressor of the artifact.
+
+    A float tensor with at most `passthrough_max_numel` elements is never quantized: it is
+    stored as `passthrough_dtype`, except control tensors (group "scalars" and "per_pass")
+    which are stored as `control_dtype` — the baseline keeps those fp32.
+    """
+    groups: dict[Group, GroupQuant] = Field(default_factory=lambda: {
+        g: GroupQuant() for g in ("embeddings", "attention", "mlp")})
+    passthrough_max_numel: int = Field(65536, ge=0)
+    passthrough_dtype: Literal["fp16", "fp32"] = "fp16"
+    control_dtype: Literal["fp16", "fp32"] = "fp32"
+    container: Literal["torch", "recurc"] = "torch"   # torch.save dict (baseline) or recurc's flat format
+    compressor: Compressor = Compressor()

@@ -1,0 +1,435 @@
+"""The spec: pydantic models of an architecture, and its loading from YAML.
+
+Loading is `extends` resolution (deep merge, paths relative to the spec, cycles reported), then
+`key.path=value` overrides, then validation. Every value remembers where it came from
+(file:line:col, or the override that set it) so a validation error can point at it.
+Specs are data: YAML is read with the safe loader, aliases are refused (no billion laughs),
+and sizes and nesting are bounded before anything is built.
+"""
+from __future__ import annotations
+
+import copy
+import re
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
+
+from .errors import SpecError
+from .quantspec import QuantSpec
+
+MAX_SPEC_BYTES = 1_000_000
+MAX_YAML_DEPTH = 32
+MAX_EXTENDS_DEPTH = 16
+BLOCK_NAME = re.compile(r"^[A-Z][A-Z0-9_]*$")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# ---------------------------------------------------------------- model shape
+class MLPSpec(Strict):
+    hidden: int | None = Field(None, ge=1, le=1 << 16, description="hidden width; default mult × dim")
+    mult: float = Field(2.0, gt=0, le=64)
+    activation: Literal["relu2", "leaky_relu2"] = "relu2"
+    negative_slope: float = Field(0.5, ge=0, le=1, description="slope of leaky_relu2 below 0")
+
+    def width(self, dim: int) -> int:
+        return self.hidden if self.hidden is not None else int(round(self.mult * dim))
+
+
+class RopeSpec(Strict):
+    base: float = Field(10000.0, gt=0)
+    dims: int | None = Field(None, ge=2, description="rotate only the first `dims` of each head (partial RoPE)")
+
+
+class ModelSpec(Strict):
+    vocab_size: int = Field(1024, ge=2, le=65536, description="tokens are stored as uint16")
+    dim: int = Field(512, ge=8, le=16384)
+    heads: int = Field(8, ge=1, le=256)
+    kv_heads: int = Field(4, ge=1, le=256)
+    mlp: MLPSpec = MLPSpec()
+    tied_embeddings: bool = True
+    rope: RopeSpec = RopeSpec()
+    logit_softcap: float | None = Field(30.0, gt=0)
+    q_gain_init: float = 1.5
+    norm_scale: Literal["none", "inv_sqrt_layer"] = Field(
+        "none", description="inv_sqrt_layer: block norm outputs × 1/sqrt(physical index + 1)")
+    seq_len: int = Field(1024, ge=2, le=1 << 17)
+
+    @property
+    def head_dim(self) -> int:
+        return self.dim // self.heads
+
+    @model_validator(mode="after")
+    def _shape(self) -> "ModelSpec":
+        if self.dim % self.heads:
+            raise ValueError(f"heads ({self.heads}) must divide dim ({self.dim})")
+        if self.heads % self.kv_heads:
+            raise ValueError(f"kv_heads ({self.kv_heads}) must divide heads ({self.heads})")
+        if self.head_dim % 2:
+            raise ValueError(f"the head dimension dim/heads = {self.head_dim} must be even for RoPE")
+        if self.rope.dims is not None and (self.rope.dims > self.head_dim or self.rope.dims % 2):
+            raise ValueError(f"rope.dims ({self.rope.dims}) must be even and at most the head dimension "
+                             f"({self.head_dim})")
+        return self
+
+
+class BlockSpec(Strict):
+    """A named physical block, optionally overriding the MLP or borrowing a sub-module of another block."""
+    name: str
+    mlp: MLPSpec | None = None
+    attention_from: str | None = Field(None, description="use this other block's attention (shared by reference)")
+    mlp_from: str | None = Field(None, description="use this other block's MLP (shared by reference)")
+
+    @field_validator("name", "attention_from", "mlp_from")
+    @classmethod
+    def _name(cls, v: str | None) -> str | None:
+        if v is not None and not BLOCK_NAME.match(v):
+            raise ValueError(f"block name {v!r} must be an upper-case identifier like A, B or PRE")
+        return v
+
+
+# ---------------------------------------------------------------- recurrence
+class PerPassSpec(Strict):
+    """Parameters owned by a virtual layer (a pass of a block) rather than by the block."""
+    scope: Literal["looped", "all"] = Field(
+        "looped", description="which virtual layers get per-pass parameters: those of blocks run more than "
+        "once, or all")
+    block_scalars: bool = Field(False, description="attn_scale, mlp_scale and resid_mix per virtual layer")
+    iteration_embedding: Literal["none", "learned", "sinusoidal"] = "none"
+    film: bool = Field(False, description="FiLM scale and shift of the block input, per pass")
+    timestep_scale: bool = Field(False, description="γ per pass scaling the block's residual update")
+    timestep_cap: float = Field(4.0, gt=0)
+    cross_repeat_scale: bool = Field(False, description="add scale ⊙ (the same block's output on the previous pass)")
+    residual_scale: Literal["none", "inv_sqrt_k"] = Field(
+        "none", description="inv_sqrt_k: residual updates of a block run K times are scaled by 1/sqrt(K)")
+
+
+class FeaturesSpec(Strict):
+    """Layer features chosen by layer index. Published entries count indices differently, so a
+    spec that uses one must say whether indices count virtual (executed) or physical layers."""
+    index: Literal["virtual", "physical"] | None = None
+    parallel_residual_from: int | None = Field(None, ge=0, description="attention and MLP read the same input "
+                                                                        "from this layer on")
+    xsa_last: int = Field(0, ge=0, description="exclusive self-attention on the last n layers")
+
+    @model_validator(mode="after")
+    def _index(self) -> "FeaturesSpec":
+        if self.index is None and (self.parallel_residual_from is not None or self.xsa_last):
+            raise ValueError("say whether layer indices count `virtual` or `physical` layers (features.index)")
+        return self
+
+
+class ProgressiveStep(Strict):
+    at: float = Field(ge=0, lt=1, description="training fraction from which this loop count runs")
+    repeats: int = Field(ge=1, le=64)
+
+
+class ScheduleSpec(Strict):
+    """Depth schedule: which order runs when. Each distinct order is one prebuilt path."""
+    loops_at: float | None = Field(None, gt=0, lt=1, description="before this training fraction `before` runs")
+    before: str | None = Field(None, description="order before loops_at; default the flat 0..N-1")
+    progressive: list[ProgressiveStep] | None = None
+    eval_repeats: int | None = Field(None, ge=1, le=64, description="loop count at evaluation (K' > K)")
+    eval_order: str | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "ScheduleSpec":
+        if self.progressive is not None:
+            if not self.progressive or self.progressive[0].at != 0:
+                raise ValueError("progressive steps must start at `at: 0`")
+            ats = [s.at for s in self.progressive]
+            if ats != sorted(set(ats)):
+                raise ValueError("progressive steps must have strictly increasing `at`")
+            if self.loops_at is not None:
+                raise ValueError("use either loops_at or progressive, not both")
+        if self.eval_repeats is not None and self.eval_order is not None:
+            raise ValueError("use either eval_repeats or eval_order, not both")
+        if self.before is not None and self.loops_at is None:
+            raise ValueError("`before` needs `loops_at`")
+        return self
+
+
+# ---------------------------------------------------------------- training and artifact
+class TrainSpec(Strict):
+    tokens_per_step: int = Field(524_288, ge=1)
+    iterations: int = Field(20_000, ge=1)
+    max_wallclock_seconds: float | None = Field(600.0, gt=0)
+    warmup_steps: int = Field(20, ge=0, description="compile/warm-up steps whose updates are discarded")
+    lr_warmup_steps: int = Field(0, ge=0)
+    warmdown_steps: int = Field(1200, ge=0, description="linear decay to 0 over the last steps (or wall-clock)")
+    matrix_lr: float = Field(0.04, gt=0)
+    scalar_lr: float = Field(0.04, gt=0)
+    embed_lr: float = Field(0.05, gt=0)
+    head_lr: float = Field(0.008, gt=0)
+    muon_momentum: float = Field(0.95, ge=0, lt=1)
+    muon_backend_steps: int = Field(5, ge=1)
+    beta1: float = 0.9
+    beta2: float = 0.95
+    weight_decay: float = Field(0.0, ge=0)
+    ema_decay: float | None = Field(None, gt=0, lt=1)
+    grad_clip: float | None = Field(None, gt=0)
+    val_every: int = Field(1000, ge=0)
+    val_tokens: int | None = Field(None, ge=1, description="cap on validation tokens; default all")
+    seed: int = 1337
+
+
+class CodeSpec(Strict):
+    """Code bytes counted in the artifact: a fixed figure, or the size of `recurc emit`'s script."""
+    bytes: int | None = Field(None, ge=0)
+    emit: Literal["raw", "minified", "lzma"] | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> "CodeSpec":
+        if (self.bytes is None) == (self.emit is None):
+            raise ValueError("give exactly one of code.bytes and code.emit")
+        return self
+
+
+class Spec(Strict):
+    name: str = "unnamed"
+    description: str = ""
+    model: ModelSpec = ModelSpec()
+    blocks: Union[int, list[Union[str, BlockSpec]]] | None = Field(
+        None, description="a count, or named blocks; default max index in the order + 1")
+    order: str = Field(description='execution order, e.g. "0..3,(4,5)x2,6..10"')
+    sharing: Literal["block", "attention", "mlp"] = Field(
+        "block", description="what the passes of one block share: everything, the attention only "
+        "(each later pass owns its MLP), or the MLP only")
+    per_pass: PerPassSpec = PerPassSpec()
+    features: FeaturesSpec = FeaturesSpec()
+    skips: Literal["none", "unet", "gated_unet"] = "unet"
+    schedule: ScheduleSpec = ScheduleSpec()
+    quant: QuantSpec = QuantSpec()
+    budget: int = Field(16_000_000, ge=1)
+    code: CodeSpec = CodeSpec(bytes=47_642)
+    train: TrainSpec = TrainSpec()
+
+    _where: dict[tuple, str] = PrivateAttr(default_factory=dict)
+
+    @field_validator("blocks")
+    @classmethod
+    def _blocks(cls, v):
+        if isinstance(v, int) and not 1 <= v <= 512:
+            raise ValueError("blocks must be between 1 and 512")
+        if isinstance(v, list):
+            if not v:
+                raise ValueError("blocks must name at least one block")
+            v = [BlockSpec(name=b) if isinstance(b, str) else b for b in v]
+            names = [b.name for b in v]
+            dup = sorted({n for n in names if names.count(n) > 1})
+            if dup:
+                raise ValueError(f"block names must be unique, repeated: {', '.join(dup)}")
+        return v
+
+    def where(self, *path: Any) -> str | None:
+        """file:line:col (or override) where the value at `path` was written, if known."""
+        for n in range(len(path), 0, -1):
+            if path[:n] in self._where:
+                return self._where[path[:n]]
+        return None
+
+    def to_data(self) -> dict:
+        """Plain data, as YAML would hold it (defaults included)."""
+        return self.model_dump(mode="json")
+
+
+# ---------------------------------------------------------------- YAML with positions
+def _check_yaml_shape(text: str, origin: str) -> None:
+    """Refuse aliases and deep nesting by scanning parse events (no recursion, no expansion)."""
+    depth = 0
+    try:
+        for event in yaml.parse(text, Loader=yaml.SafeLoader):
+            if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
+                m = event.start_mark
+                raise SpecError("YAML anchors and aliases are not allowed in specs",
+                                where=f"{origin}:{m.line + 1}:{m.column + 1}", hint="write the value out; use "
+                                "`extends:` to reuse another spec")
+            if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+                depth += 1
+                if depth > MAX_YAML_DEPTH:
+                    m = event.start_mark
+                    raise SpecError(f"the YAML nests deeper than {MAX_YAML_DEPTH} levels",
+                                    where=f"{origin}:{m.line + 1}:{m.column + 1}")
+            elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+                depth -= 1
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{origin}:{mark.line + 1}:{mark.column + 1}" if mark else origin
+        raise SpecError(f"invalid YAML: {getattr(exc, 'problem', None) or exc}", where=where) from None
+
+
+def _to_data(node: yaml.Node, origin: str, path: tuple, where: dict[tuple, str]) -> Any:
+    where[path] = f"{origin}:{node.start_mark.line + 1}:{node.start_mark.column + 1}"
+    if isinstance(node, yaml.MappingNode):
+        out: dict = {}
+        for k, v in node.value:
+            key = _scalar(k, origin)
+            if not isinstance(key, (str, int)) or isinstance(key, bool):
+                raise SpecError(f"mapping keys must be names, got {key!r}",
+                                where=f"{origin}:{k.start_mark.line + 1}:{k.start_mark.column + 1}")
+            if key in out:
+                raise SpecError(f"key {key!r} appears twice",
+                                where=f"{origin}:{k.start_mark.line + 1}:{k.start_mark.column + 1}")
+            out[key] = _to_data(v, origin, path + (key,), where)
+        return out
+    if isinstance(node, yaml.SequenceNode):
+        return [_to_data(v, origin, path + (i,), where) for i, v in enumerate(node.value)]
+    return _scalar(node, origin)
+
+
+def _scalar(node: yaml.Node, origin: str) -> Any:
+    if not isinstance(node, yaml.ScalarNode):
+        raise SpecError("mapping keys must be plain names",
+                        where=f"{origin}:{node.start_mark.line + 1}:{node.start_mark.column + 1}")
+    try:
+        return yaml.constructor.SafeConstructor().construct_object(node, deep=True)
+    except (yaml.YAMLError, ValueError, OverflowError) as exc:
+        raise SpecError(f"invalid YAML value: {exc}",
+                        where=f"{origin}:{node.start_mark.line + 1}:{node.start_mark.column + 1}") from None
+
+
+def parse_yaml(text: str, origin: str) -> tuple[dict, dict[tuple, str]]:
+    """YAML text → (plain dict, path → position)."""
+    if len(text.encode("utf-8", "surrogatepass")) > MAX_SPEC_BYTES:
+        raise SpecError(f"the spec is larger than the limit of {MAX_SPEC_BYTES:,} bytes", where=origin)
+    _check_yaml_shape(text, origin)
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{origin}:{mark.line + 1}:{mark.column + 1}" if mark else origin
+        raise SpecError(f"invalid YAML: {getattr(exc, 'problem', None) or exc}", where=where) from None
+    where: dict[tuple, str] = {}
+    if node is None:
+        return {}, where
+    data = _to_data(node, origin, (), where)
+    if not isinstance(data, dict):
+        raise SpecError("a spec is a YAML mapping (key: value lines)", where=f"{origin}:1:1")
+    return data, where
+
+
+# ---------------------------------------------------------------- extends and overrides
+def _deep_merge(base: dict, top: dict) -> dict:
+    out = dict(base)
+    for k, v in top.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _resolve(path: Path, chain: tuple[Path, ...]) -> tuple[dict, dict[tuple, str]]:
+    origin = str(path)
+    if path in chain:
+        cycle = " -> ".join(str(p) for p in (*chain, path))
+        raise SpecError(f"`extends` forms a cycle: {cycle}", where=str(chain[-1]))
+    if len(chain) >= MAX_EXTENDS_DEPTH:
+        raise SpecError(f"`extends` chains deeper than {MAX_EXTENDS_DEPTH} specs", where=origin)
+    try:
+        if path.stat().st_size > MAX_SPEC_BYTES:
+            raise SpecError(f"the spec is larger than the limit of {MAX_SPEC_BYTES:,} bytes", where=origin)
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        where = str(chain[-1]) if chain else None
+        raise SpecError(f"spec file {origin} does not exist", where=where) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError(f"cannot read spec file: {exc}", where=origin) from None
+    data, where = parse_yaml(text, origin)
+    parent = data.pop("extends", None)
+    if parent is None:
+        return data, where
+    if not isinstance(parent, str):
+        raise SpecError("`extends` takes the path of one spec", where=where.get(("extends",)))
+    base, base_where = _resolve((path.parent / parent).resolve(), (*chain, path))
+    merged_where = dict(base_where)
+    merged_where.update({k: v for k, v in where.items() if k != ("extends",)})
+    return _deep_merge(base, data), merged_where
+
+
+def _set_path(data: dict, keys: list[str], value: Any, text: str) -> None:
+    node = data
+    for k in keys[:-1]:
+        nxt = node.get(k)
+        if nxt is None:
+            nxt = node[k] = {}
+        if not isinstance(nxt, dict):
+            raise SpecError(f"cannot set {'.'.join(keys)}: {k} is not a section", where=f"<override {text}>")
+        node = nxt
+    node[keys[-1]] = value
+
+
+def apply_overrides(data: dict, where: dict[tuple, str], overrides: list[str]) -> dict:
+    data = copy.deepcopy(data)
+    for text in overrides:
+        key, sep, raw = text.partition("=")
+        keys = key.strip().split(".")
+        if not sep or not all(re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", k) for k in keys):
+            raise SpecError(f"an override is key.path=value, got {text!r}", where="<override>",
+                            hint='e.g. model.dim=576 or order="0..3,(4,5)x2,6..8"')
+        value, _ = parse_yaml(f"v: {raw}", f"<override {text}>") if raw.strip() else ({"v": None}, {})
+        _set_path(data, keys, value["v"], text)
+        for p in list(where):
+            if p[: len(keys)] == tuple(keys):
+                del where[p]
+        where[tuple(keys)] = f"<override {text}>"
+    return data
+
+
+# ---------------------------------------------------------------- validation
+def _friendly(err: dict) -> str:
+    msg = err["msg"]
+    if err["type"] == "extra_forbidden":
+        return "unknown field"
+    if err["type"] == "missing":
+        return "this field is required"
+    return msg.removeprefix("Value error, ")
+
+
+def validate(data: dict, where: dict[tuple, str], origin: str) -> Spec:
+    try:
+        spec = Spec.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p in ("int", "list[union[str,BlockSpec]]")
+                                                    or p.__class__ is str and p.startswith(("function-", "union["))))
+        pos = None
+        for n in range(len(loc), -1, -1):
+            if loc[:n] in where:
+                pos = where[loc[:n]]
+                break
+        field = ".".join(str(p) for p in loc) or "(spec)"
+        more = f" (and {len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
+        hint = None
+        if err["type"] == "extra_forbidden":
+            hint = "`recurc schema` lists every field"
+        raise SpecError(f"{field}: {_friendly(err)}{more}", where=pos or origin, hint=hint) from None
+    spec._where = where
+    return spec
+
+
+def load_spec(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Spec:
+    """Read a YAML spec (following `extends`), apply `key.path=value` overrides, validate."""
+    p = Path(path)
+    data, where = _resolve(p.resolve() if p.exists() else p, ())
+    # positions use the path as the user typed it where that is the root file
+    where = {k: v.replace(str(p.resolve()), str(p)) for k, v in where.items()}
+    data = apply_overrides(data, where, list(overrides))
+    return validate(data, where, str(p))
+
+
+def spec_from_text(text: str, origin: str = "<spec>", overrides: list[str] | tuple[str, ...] = ()) -> Spec:
+    data, where = parse_yaml(text, origin)
+    if "extends" in data:
+        raise SpecError("`extends` needs a spec loaded from a file", where=where.get(("extends",)))
+    data = apply_overrides(data, where, list(overrides))
+    return validate(data, where, origin)
+
+
+def spec_from_data(data: dict, origin: str = "<data>") -> Spec:
+    return validate(copy.deepcopy(data), {}, origin)
+
+
+def json_schema() -> dict:
+    return Spec.model_json_schema()
