@@ -41,12 +41,15 @@ def measure_excess(n: int = 1 << 20) -> None:
     rng = np.random.default_rng(0)
     w = rng.standard_normal(n)
     table: dict[str, list[tuple[float, float]]] = {c: [] for c in COMPRESSORS}
-    for step in (8.0, 3.0, 1.5, 0.8, 0.4, 0.2, 0.1, 0.05, 0.025):
+    for step in (8.0, 3.0, 2.0, 1.5, 1.1, 0.8, 0.55, 0.4, 0.2, 0.1, 0.05, 0.025):
         q = np.clip(np.round(w / step), -127, 127).astype(np.int8)
         h = entropy_bits(q)
+        _, cnt = np.unique(q, return_counts=True)
+        huff = sizemodel.huffman_bits(cnt / cnt.sum())
         for c in COMPRESSORS:
             nbytes = len(quant.compress(q.tobytes(), Compressor(name=c)))
-            table[c].append((round(h, 3), round(nbytes * 8 / n - h, 4)))
+            base = huff if c in sizemodel.HUFFMAN_BASED else h
+            table[c].append((round(h, 3), round(nbytes * 8 / n - base, 4)))
         print(f"step {step}: H={h:.3f} " + " ".join(f"{c}={table[c][-1][1]}" for c in COMPRESSORS), flush=True)
     print("EXCESS_KNOTS = {")
     print('    "none": ((0.0, 0.0), (8.0, 0.0)),')

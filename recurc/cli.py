@@ -58,7 +58,9 @@ def _schema(p: argparse.ArgumentParser) -> None:
 def _register_optional() -> None:
     """Subcommands that live in their own modules register themselves on import."""
     import importlib
-    for mod in ("recurc.commands",):
+    for mod in ("recurc.commands",
+                "recurc.estimate_cli",
+                ):
         try:
             importlib.import_module(mod)
         except ModuleNotFoundError as exc:

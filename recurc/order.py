@@ -299,7 +299,21 @@ def _syntax_error(exc: UnexpectedInput, origin: str, text: str) -> SpecError:
 
 
 def parse_order(text: str, origin: str = "<order>") -> Order:
-    """Parse and expand an order string; any problem is one SpecError with a caret."""
+    """Parse and expand an order string; any problem is one SpecError with a caret.
+
+    Orders are immutable, so valid parses are cached (variant sweeps parse the same few strings
+    thousands of times)."""
+    if isinstance(text, str) and isinstance(origin, str):
+        return _parse_order_cached(text, origin)
+    return _parse_order(text, origin)
+
+
+@lru_cache(maxsize=4096)
+def _parse_order_cached(text: str, origin: str) -> Order:
+    return _parse_order(text, origin)
+
+
+def _parse_order(text: str, origin: str) -> Order:
     if not isinstance(text, str):
         raise SpecError(f"an order must be a string, got {type(text).__name__}", where=origin,
                         hint='quote it in YAML: order: "0..3,(4,5)x2,6..10"')
@@ -385,6 +399,17 @@ def _compress(seq: tuple[Ref, ...], names: dict[int, str] | None) -> list[str]:
 
 
 def format_order(layers: tuple[Ref, ...], split: int, names: dict[int, str] | None = None) -> str:
+    if names is None:
+        return _format_plain(layers, split)
+    return _format_order(layers, split, names)
+
+
+@lru_cache(maxsize=4096)
+def _format_plain(layers: tuple[Ref, ...], split: int) -> str:
+    return _format_order(layers, split, None)
+
+
+def _format_order(layers: tuple[Ref, ...], split: int, names: dict[int, str] | None) -> str:
     if split == len(layers) // 2:
         return ",".join(_compress(layers, names))
     return ",".join(_compress(layers[:split], names)) + " | " + ",".join(_compress(layers[split:], names))

@@ -158,7 +158,7 @@ class Plan:
         return data
 
     @cached_property
-    def graph(self) -> nx.DiGraph:
+    def graph(self) -> nx.MultiDiGraph:
         return build_graph(self)
 
 
@@ -451,9 +451,11 @@ def _make_params(spec, blocks, paths, n_skips, in_scope, untie, looped) -> list[
 
 
 # ---------------------------------------------------------------- graph
-def build_graph(plan: Plan, path: str = "main") -> nx.DiGraph:
-    """Data flow of one path: embed → v0 → … → head, U-Net skip edges, blocks as shared nodes."""
-    g = nx.DiGraph(spec=plan.spec.name, path=path)
+def build_graph(plan: Plan, path: str = "main") -> nx.MultiDiGraph:
+    """Data flow of one path: embed → v0 → … → head, U-Net skip edges, blocks as shared nodes.
+
+    A multigraph: a skip or cross-repeat edge can join the same two layers as a residual edge."""
+    g = nx.MultiDiGraph(spec=plan.spec.name, path=path)
     g.add_node("embed", kind="embed")
     for blk in plan.blocks:
         g.add_node(f"block:{blk.name}", kind="block", name=blk.name, index=blk.index)

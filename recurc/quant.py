@@ -387,7 +387,7 @@ def _serialize_torch(qstate: QuantizedState, spec: QuantSpec) -> bytes:
     if orig:
         obj["passthrough_orig_dtypes"] = orig
     if shuffled:
-        obj["byte_shuffled"] = shuffled
+        obj["byte_shuffled"] = dict(sorted(shuffled.items()))   # order-free, so unpack->pack is identical
     buf = io.BytesIO()
     torch.save(obj, buf)
     return buf.getvalue()

@@ -17,6 +17,7 @@ This module never imports torch (recurc.quant imports it only inside its torch c
 """
 from __future__ import annotations
 
+import heapq
 import math
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -32,18 +33,19 @@ from recurc.quantspec import GROUPS, QuantSpec
 # (int8, percentile 99.99984, zlib-9) predicts its published 15,815,847 bytes
 # (benchmarks/calibrate_sizemodel.py --fit-baseline). beta > 2 means lighter tails than Gaussian
 # at the row max: Muon-trained matrices have flat spectra and bounded-looking rows.
-TRAINED_BETA = 2.0
+TRAINED_BETA = 1.9068
 # Interval used for the confidence band on trained weights (shape not known before training).
 TRAINED_BETA_RANGE = (1.6, 2.6)
 
-# excess_c(H): bits/value above the entropy, measured on 2^20 i.i.d. Gaussian values quantized at
-# various steps (calibrate_sizemodel.py --excess), as (H, excess) knots; linear interpolation.
+# Residual bits/value of each compressor, measured on 2^20 i.i.d. Gaussian values quantized at
+# various steps (calibrate_sizemodel.py --excess), as (H, residual) knots, linear interpolation:
+# above the Huffman length for zlib/zstd/brotli (HUFFMAN_BASED), above the entropy for lzma.
 EXCESS_KNOTS: dict[str, tuple[tuple[float, float], ...]] = {
     "none": ((0.0, 0.0), (8.0, 0.0)),
-    "zlib": ((0.0, 0.5), (8.0, 0.07)),
-    "lzma": ((0.0, 0.2), (8.0, 0.11)),
-    "zstd": ((0.0, 0.06), (8.0, 0.06)),
-    "brotli": ((0.0, 0.05), (8.0, 0.04)),
+    "zlib": ((0.001, -0.9907), (0.701, -0.256), (1.242, 0.0825), (1.588, 0.2106), (1.98, 0.2933), (2.407, 0.4042), (2.929, 0.4275), (3.38, 0.4844), (4.373, 0.5179), (5.371, 0.2014), (6.37, 0.0489), (7.362, 0.0339)),
+    "lzma": ((0.001, 0.0039), (0.701, 0.1328), (1.242, 0.1789), (1.588, 0.208), (1.98, 0.2401), (2.407, 0.2753), (2.929, 0.3127), (3.38, 0.1842), (4.373, 0.1508), (5.371, 0.1312), (6.37, 0.1219), (7.362, 0.1136)),
+    "zstd": ((0.001, -0.9962), (0.701, -0.328), (1.242, -0.0563), (1.588, 0.0081), (1.98, 0.0072), (2.407, 0.0096), (2.929, 0.013), (3.38, 0.0151), (4.373, 0.0123), (5.371, 0.0207), (6.37, 0.0296), (7.362, 0.0167)),
+    "brotli": ((0.001, -0.9968), (0.701, -0.3278), (1.242, 0.0002), (1.588, 0.0002), (1.98, 0.0003), (2.407, 0.0003), (2.929, 0.0003), (3.38, 0.0007), (4.373, 0.0006), (5.371, 0.0009), (6.37, 0.0016), (7.362, 0.0004)),
 }
 # A stream of only zeros/one symbol: compressors still pay a little per value (bits/value).
 ZERO_ENTROPY_FLOOR = 0.002
@@ -167,14 +169,20 @@ def _shape_table(beta: float) -> tuple[np.ndarray, np.ndarray, float]:
     return x, tail, mean_abs
 
 
-def _surv(x: np.ndarray, beta: float) -> np.ndarray:
+@lru_cache(maxsize=64)
+def _log_surv_table(beta: float) -> tuple[np.ndarray, np.ndarray]:
+    """log S on the grid, computed once per shape (it used to be recomputed on every call)."""
     gx, s, _ = _shape_table(beta)
-    return np.exp(np.interp(x, gx, np.log(np.maximum(s, 1e-300))))
+    return gx, np.log(np.maximum(s, 1e-300))
+
+
+def _surv(x: np.ndarray, beta: float) -> np.ndarray:
+    gx, ls = _log_surv_table(beta)
+    return np.exp(np.interp(x, gx, ls))
 
 
 def _inv_surv(s: np.ndarray, beta: float) -> np.ndarray:
-    gx, sv, _ = _shape_table(beta)
-    ls = np.log(np.maximum(sv, 1e-300))
+    gx, ls = _log_surv_table(beta)
     return np.interp(np.log(s), ls[::-1], gx[::-1])
 
 
@@ -227,19 +235,39 @@ def _level_probs(step: np.ndarray, clip: np.ndarray, qmax: int, beta: float) -> 
     return p
 
 
-def _entropy_from_abs_probs(p: np.ndarray) -> float:
-    """Entropy in bits of a symmetric integer variable given P(|level|=j)."""
+def huffman_bits(p: np.ndarray) -> float:
+    """Expected code length (bits/symbol) of a Huffman code for probabilities p. Brotli's and
+    zstd's literal coders are Huffman coders: their measured excess over the entropy follows the
+    Huffman redundancy (which jumps with the exact probabilities) plus a small smooth residual."""
+    p = [float(x) for x in p if x > 0]
+    if len(p) < 2:
+        return 0.0
+    heap = [(x, i, (i,)) for i, x in enumerate(p)]
+    heapq.heapify(heap)
+    depth = [0] * len(p)
+    k = len(p)
+    while len(heap) > 1:
+        a, b = heapq.heappop(heap), heapq.heappop(heap)
+        for i in a[2] + b[2]:
+            depth[i] += 1
+        heapq.heappush(heap, (a[0] + b[0], k, a[2] + b[2]))
+        k += 1
+    return float(sum(x * d for x, d in zip(p, depth)))
+
+
+def _entropy_from_abs_probs(p: np.ndarray) -> tuple[float, float]:
+    """(entropy, Huffman length) in bits of a symmetric integer variable given P(|level|=j)."""
     p = np.maximum(p, 0.0)
     p = p / p.sum()
     sym = np.concatenate([p[:0:-1] / 2, p[:1], p[1:] / 2])
-    sym = sym[sym > 0]
-    return float(-(sym * np.log2(sym)).sum())
+    sym = sym[sym > 1e-15]
+    return float(-(sym * np.log2(sym)).sum()), huffman_bits(sym)
 
 
 @lru_cache(maxsize=8192)
 def value_entropy(kind: str, bits: int, rule: str, value: float, n: int, beta: float,
-                  sigma: float | None) -> float:
-    """Entropy (bits/value) of a tensor's quantized values under the weight-shape model.
+                  sigma: float | None) -> tuple[float, float]:
+    """(entropy, Huffman length) in bits/value of a tensor's quantized values under the weight-shape model.
 
     n: values sharing one scale (row length, or numel for per-tensor); sigma: absolute weight std
     (only used by the percentile rule's scale floor 1/qmax; None = floor inactive)."""
@@ -259,9 +287,14 @@ def value_entropy(kind: str, bits: int, rule: str, value: float, n: int, beta: f
     return _entropy_from_abs_probs(p)
 
 
-def excess_bits(compressor: str, h: float) -> float:
+HUFFMAN_BASED = ("zlib", "zstd", "brotli")   # their residual knots are measured above the Huffman length
+
+
+def coded_bits(compressor: str, h: float, huff: float) -> float:
+    """Predicted bits/value of a stream of i.i.d. values with entropy h and Huffman length huff."""
     knots = EXCESS_KNOTS[compressor]
-    return float(np.interp(h, [k[0] for k in knots], [k[1] for k in knots]))
+    base = huff if compressor in HUFFMAN_BASED else h
+    return max(base + float(np.interp(h, [k[0] for k in knots], [k[1] for k in knots])), ZERO_ENTROPY_FLOOR)
 
 
 def stream_ratio(compressor: str, dtype: str, shuffle: bool, kind: str) -> float:
@@ -289,9 +322,9 @@ def _tensor_value_bits(plan: TensorPlan, shape: tuple[int, ...], group: str, com
     n = shape[1] if plan.per_row else numel
     gq = plan.gq
     assert gq is not None
-    h = value_entropy(plan.kind, plan.bits, gq.clip.kind, float(gq.clip.value), int(n), beta,
-                      assume.sigma_of(group))
-    return numel * max(h + excess_bits(comp, h), ZERO_ENTROPY_FLOOR)
+    h, huff = value_entropy(plan.kind, plan.bits, gq.clip.kind, float(gq.clip.value), int(n), beta,
+                            assume.sigma_of(group))
+    return numel * coded_bits(comp, h, huff)
 
 
 def predict(tensors: Iterable[TensorDesc | tuple], spec: QuantSpec,
@@ -303,13 +336,18 @@ def predict(tensors: Iterable[TensorDesc | tuple], spec: QuantSpec,
     comp, shuffle = spec.compressor.name, spec.compressor.byte_shuffle
     est = SizeEstimate()
     betas = (assume.beta,) if assume.beta != TRAINED_BETA else (TRAINED_BETA, *TRAINED_BETA_RANGE)
-    for t in tensors:
+    counts: dict[tuple[tuple[int, ...], str, str], int] = {}
+    for t in tensors:   # identical (shape, dtype, group) tensors share one computation
         d = t if isinstance(t, TensorDesc) else TensorDesc(t[0], tuple(t[1]), t[2], *(t[3:] or ()))
+        key = (tuple(d.shape), d.dtype, d.group)
+        counts[key] = counts.get(key, 0) + 1
+    for (shape, dtype, group), count in counts.items():
+        d = TensorDesc("", shape, group, dtype)
         plan = plan_tensor(d.shape, d.dtype, d.group, spec)
-        numel = int(np.prod(d.shape, dtype=np.int64))
+        numel = int(np.prod(d.shape, dtype=np.int64)) * count
         g = est.groups[d.group]
         if plan.kind == "passthrough":
-            est.n_passthrough += 1
+            est.n_passthrough += count
             nb = numel * np.dtype(plan.store_dtype).itemsize
             c = nb * stream_ratio(comp, plan.store_dtype, shuffle, "pass")
             g.raw_bytes += nb
@@ -317,11 +355,11 @@ def predict(tensors: Iterable[TensorDesc | tuple], spec: QuantSpec,
             g.low += c * (1 - MODEL_REL_ERR)
             g.high += c * (1 + MODEL_REL_ERR)
             continue
-        est.n_quantized += 1
-        n_scales = d.shape[0] if plan.per_row else 1
+        est.n_quantized += count
+        n_scales = (d.shape[0] if plan.per_row else 1) * count
         sb = n_scales * np.dtype(plan.scale_dtype).itemsize
         sc = sb * stream_ratio(comp, plan.scale_dtype, shuffle, "scale")
-        vals = [_tensor_value_bits(plan, d.shape, d.group, comp, assume, b) / 8 for b in betas]
+        vals = [count * _tensor_value_bits(plan, d.shape, d.group, comp, assume, b) / 8 for b in betas]
         g.raw_bytes += numel + sb
         g.compressed += vals[0] + sc
         g.low += (min(vals) + sc) * (1 - MODEL_REL_ERR)

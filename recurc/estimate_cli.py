@@ -1,0 +1,146 @@
+"""Subcommands `estimate` and `measure` (imported by cli._register_optional).
+
+`estimate` has to finish in well under a second as a whole process, so this module imports
+nothing heavy at import time, prints its table without rich, and keeps networkx (imported by
+recurc.plan for the data-flow graph, which the estimate never draws) lazy.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from .cli import command
+
+GROUP_ORDER = ("embeddings", "attention", "mlp", "per_pass", "scalars")
+
+
+def _lazy(name: str) -> None:
+    """Make `import name` cheap until an attribute of the module is first used.
+
+    (importlib.util.LazyLoader does not help on Python 3.11: the import statement itself reads
+    the module's __spec__ and so triggers the load.) Only used for networkx, which recurc.plan
+    imports at module level for Plan.graph; the estimate never builds the graph."""
+    if name in sys.modules:
+        return
+    import importlib
+    import importlib.util
+    import types
+    spec = importlib.util.find_spec(name)
+    if spec is None:
+        return
+
+    class _Proxy(types.ModuleType):
+        def __getattr__(self, attr: str):
+            real = sys.modules.get(name)
+            if real is None or real is self:
+                sys.modules.pop(name, None)
+                try:
+                    real = importlib.import_module(name)
+                except BaseException:
+                    sys.modules[name] = self
+                    raise
+            self.__dict__.update({k: v for k, v in real.__dict__.items() if k not in ("__spec__", "__class__")})
+            return getattr(real, attr)
+
+    proxy = _Proxy(name)
+    proxy.__spec__ = spec
+    sys.modules[name] = proxy
+
+
+def _n(x: float) -> str:
+    return f"{int(round(x)):,}"
+
+
+def _si(x: float) -> str:
+    for unit, div in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(x) >= div:
+            return f"{x / div:,.1f}{unit}"
+    return f"{x:,.0f}"
+
+
+def _table(headers: list[str], rows: list[list[str]], right: set[int] | None = None) -> str:
+    right = set(range(1, len(headers))) if right is None else right
+    w = [max(len(str(r[i])) for r in [headers, *rows]) for i in range(len(headers))]
+    def line(r: list[str]) -> str:
+        return "  ".join(str(c).rjust(w[i]) if i in right else str(c).ljust(w[i]) for i, c in enumerate(r)).rstrip()
+    return "\n".join([line(headers), "  ".join("─" * x for x in w), *(line(r) for r in rows)])
+
+
+def format_estimate(e) -> str:
+    out = [f"{e.name}: {e.compressor}, budget {_n(e.budget)} bytes", ""]
+    rows = []
+    for g in GROUP_ORDER:
+        if not (e.unique_by_group.get(g) or e.raw_bytes_by_group.get(g)):
+            continue
+        raw, comp = e.raw_bytes_by_group[g], e.bytes_by_group[g]
+        rows.append([g, _n(e.unique_by_group[g]), _n(e.effective_by_group[g]), _n(raw), _n(comp),
+                     f"{8 * comp / max(e.unique_by_group[g], 1):.3f}"])
+    rows.append(["container", "", "", "", _n(e.container_bytes), ""])
+    rows.append(["total", _n(e.unique_params), _n(e.effective_params), _n(e.raw_bytes), _n(e.model_bytes),
+                 f"{8 * e.model_bytes / max(e.unique_params, 1):.3f}"])
+    out.append(_table(["group", "unique params", "effective", "raw payload B", "predicted B", "bits/param"], rows))
+    out.append("")
+    out.append(f"FLOPs/token   train {_si(e.flops_per_token_train)} (3 × forward of main)"
+               + (f", over the schedule {_si(e.flops_per_token_train_schedule)}"
+                  if abs(e.flops_per_token_train_schedule - e.flops_per_token_train) > 1 else "")
+               + f"   eval {_si(e.flops_per_token_eval)}")
+    out.append(f"model bytes   {_n(e.model_bytes)}   (interval {_n(e.model_bytes_low)} .. {_n(e.model_bytes_high)})")
+    out.append(f"code bytes    {_n(e.code_bytes)}   ({e.code_source})")
+    verdict = "fits" if e.fits else "OVER BUDGET"
+    out.append(f"total         {_n(e.total_bytes)} / {_n(e.budget)}   headroom {e.headroom:+,}   → {verdict}")
+    if e.fits and not e.fits_high:
+        out.append(f"warning: the high end of the interval ({_n(e.model_bytes_high + e.code_bytes)}) is over budget")
+    for note in e.notes:
+        out.append(f"note: {note}")
+    if not e.fits:
+        out.append("")
+        if e.suggestions:
+            out.append(f"over by {-e.headroom:,} bytes; cheapest changes that fit (predicted):")
+            srows = [[s.change, _n(s.total_bytes), f"{s.headroom:+,}", " ".join(s.overrides)] for s in e.suggestions]
+            out.append(_table(["change", "total B", "headroom", "overrides"], srows, right={1, 2}))
+        else:
+            out.append(f"over by {-e.headroom:,} bytes; no single change tried fits")
+    return "\n".join(out)
+
+
+@command("estimate", "predict parameters, FLOPs per token and artifact bytes of a spec (no torch, no training)")
+def _estimate(p: argparse.ArgumentParser) -> None:
+    p.add_argument("spec", help="spec YAML file")
+    p.add_argument("overrides", nargs="*", help="key.path=value overrides, e.g. model.dim=576")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--no-suggest", action="store_true", help="skip the budget guard's suggestions")
+
+    def run(args) -> int:
+        _lazy("networkx")
+        from .cli import _plan
+        from .estimate import estimate
+        e = estimate(_plan(args), suggest=not args.no_suggest)
+        if args.json:
+            print(json.dumps(e.to_dict(), indent=2))
+        else:
+            print(format_estimate(e))
+        return 0
+    p.set_defaults(run=run)
+
+
+@command("measure", "exact artifact bytes of a checkpoint through the export path, vs the prediction")
+def _measure(p: argparse.ArgumentParser) -> None:
+    p.add_argument("checkpoint", help="torch state dict (or a dict with a 'model' key)")
+    p.add_argument("--spec", required=True, help="spec YAML file the checkpoint was trained from")
+    p.add_argument("overrides", nargs="*", help="key.path=value overrides of the spec")
+    p.add_argument("--hessians", help="torch file {name: X^T X} for GPTQ groups (default: rounding, as H = I)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("-o", "--output", help="also write the compressed model bytes to this file")
+
+    def run(args) -> int:
+        from .measure import format_measure, measure
+        args_plan = argparse.Namespace(spec=args.spec, overrides=args.overrides)
+        from .cli import _plan
+        m = measure(args.checkpoint, _plan(args_plan), hessians=args.hessians, output=args.output)
+        if args.json:
+            print(json.dumps(m.to_dict(), indent=2))
+        else:
+            print(format_measure(m))
+        return 0
+    p.set_defaults(run=run)

@@ -1,0 +1,117 @@
+"""Torch building blocks: the pieces a virtual layer runs. Small and static on purpose, so
+torch.compile traces one graph with no breaks."""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+def rms_norm(x: Tensor) -> Tensor:
+    """Parameter-free RMSNorm over the last dimension (eps from the dtype, as the baseline)."""
+    return F.rms_norm(x, (x.size(-1),))
+
+
+class CastedLinear(nn.Linear):
+    """fp32 master weights, cast to the activation dtype at use (bf16 under autocast)."""
+
+    def __init__(self, in_features: int, out_features: int, zero_init: bool = False) -> None:
+        super().__init__(in_features, out_features, bias=False)
+        if zero_init:
+            nn.init.zeros_(self.weight)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.linear(x, self.weight.to(x.dtype))
+
+
+class Rotary(nn.Module):
+    """RoPE tables for the first `dims` of each head (all of it when dims == head_dim)."""
+
+    def __init__(self, dims: int, base: float, max_len: int) -> None:
+        super().__init__()
+        inv_freq = 1.0 / (base ** (torch.arange(0, dims, 2, dtype=torch.float32) / dims))
+        t = torch.arange(max_len, dtype=torch.float32)
+        freqs = torch.outer(t, inv_freq)
+        self.dims = dims
+        self.register_buffer("cos", freqs.cos()[None, None], persistent=False)
+        self.register_buffer("sin", freqs.sin()[None, None], persistent=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        T = x.size(-2)
+        cos, sin = self.cos[..., :T, :].to(x.dtype), self.sin[..., :T, :].to(x.dtype)
+        rot, rest = x[..., : self.dims], x[..., self.dims:]
+        half = self.dims // 2
+        x1, x2 = rot[..., :half], rot[..., half:]
+        rotated = torch.cat((x1 * cos + x2 * sin, x1 * (-sin) + x2 * cos), dim=-1)
+        return rotated if rest.size(-1) == 0 else torch.cat((rotated, rest), dim=-1)
+
+
+class Attention(nn.Module):
+    """GQA causal self-attention with q/k RMS-norm, RoPE, per-head q_gain and optional XSA."""
+
+    def __init__(self, dim: int, heads: int, kv_heads: int, q_gain_init: float) -> None:
+        super().__init__()
+        self.heads, self.kv_heads, self.head_dim = heads, kv_heads, dim // heads
+        self.q_gain = nn.Parameter(torch.full((heads,), float(q_gain_init)))
+        kv = kv_heads * self.head_dim
+        self.c_q = CastedLinear(dim, dim)
+        self.c_k = CastedLinear(dim, kv)
+        self.c_v = CastedLinear(dim, kv)
+        self.proj = CastedLinear(dim, dim, zero_init=True)
+
+    def forward(self, x: Tensor, rotary: Rotary, xsa: bool) -> Tensor:
+        B, T, C = x.shape
+        q = self.c_q(x).view(B, T, self.heads, self.head_dim).transpose(1, 2)
+        k = self.c_k(x).view(B, T, self.kv_heads, self.head_dim).transpose(1, 2)
+        v = self.c_v(x).view(B, T, self.kv_heads, self.head_dim).transpose(1, 2)
+        q, k = rotary(rms_norm(q)), rotary(rms_norm(k))
+        q = q * self.q_gain.to(q.dtype)[None, :, None, None]
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=self.kv_heads != self.heads)
+        if xsa:
+            y = exclusive(y, v, self.heads // self.kv_heads)
+        return self.proj(y.transpose(1, 2).reshape(B, T, C))
+
+
+def exclusive(y: Tensor, v: Tensor, group: int) -> Tensor:
+    """XSA: remove from each head's output its component along the token's own value vector.
+
+    Works per KV group so the value heads are never materialised `group` times."""
+    B, H, T, D = y.shape
+    yg = y.view(B, H // group, group, T, D)
+    vn = F.normalize(v, dim=-1).unsqueeze(2)
+    yg = yg - (yg * vn).sum(-1, keepdim=True) * vn
+    return yg.view(B, H, T, D)
+
+
+class MLP(nn.Module):
+    def __init__(self, dim: int, hidden: int, activation: str, negative_slope: float) -> None:
+        super().__init__()
+        self.fc = CastedLinear(dim, hidden)
+        self.proj = CastedLinear(hidden, dim, zero_init=True)
+        self.leaky = activation == "leaky_relu2"
+        self.negative_slope = negative_slope
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.fc(x)
+        h = F.leaky_relu(h, self.negative_slope) if self.leaky else torch.relu(h)
+        return self.proj(h.square())
+
+
+def add_block_scalars(module: nn.Module, dim: int) -> None:
+    """attn_scale, mlp_scale and resid_mix: owned by a block, or by a virtual layer."""
+    module.attn_scale = nn.Parameter(torch.ones(dim))
+    module.mlp_scale = nn.Parameter(torch.ones(dim))
+    module.resid_mix = nn.Parameter(torch.stack((torch.ones(dim), torch.zeros(dim))))
+
+
+def sinusoidal_table(rows: int, dim: int) -> Tensor:
+    """Depth encoding with no stored bytes: row d encodes virtual layer d."""
+    pos = torch.arange(rows, dtype=torch.float32)[:, None]
+    i = torch.arange(0, dim, 2, dtype=torch.float32)
+    angle = pos / (10000 ** (i / dim))
+    table = torch.zeros(rows, dim)
+    table[:, 0::2] = torch.sin(angle)
+    table[:, 1::2] = torch.cos(angle[:, : dim // 2])
+    return table / math.sqrt(dim)

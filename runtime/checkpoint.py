@@ -1,0 +1,99 @@
+"""Training checkpoints: written atomically, read with `torch.load(weights_only=True)`.
+
+A checkpoint is a plain dict of tensors, numbers, strings, lists and dicts (nothing that needs
+unpickling code), so loading one cannot execute anything:
+
+    version, spec (canonical JSON of the Plan), step, elapsed (training seconds),
+    model (state dict), optimizers (list of state dicts), ema (state dict or None),
+    loader (DistributedTokenLoader.state_dict()), rng (torch CPU/CUDA and Python states)
+
+It is written to a temporary file in the same directory, fsync'ed, then moved over the old one
+with os.replace: a run killed at any moment leaves either the previous checkpoint or the new
+one, never a torn file.
+"""
+from __future__ import annotations
+
+import os
+import random
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+CHECKPOINT_VERSION = 1
+CHECKPOINT_NAME = "checkpoint.pt"
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write bytes to `path` through a temporary sibling and os.replace."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
+    """torch.save `state` to `path` atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save({"version": CHECKPOINT_VERSION, **state}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """The checkpoint at `path`, unpickled with weights_only=True (tensors and plain data only)."""
+    state = torch.load(path, map_location=map_location, weights_only=True)
+    if not isinstance(state, dict) or state.get("version") != CHECKPOINT_VERSION:
+        raise ValueError(f"{path}: not a recurc checkpoint of version {CHECKPOINT_VERSION}")
+    return state
+
+
+def rng_state() -> dict[str, Any]:
+    """RNG states as weights_only-loadable data. Training itself draws no random numbers (no
+    dropout), but user code or a later feature might; restoring them keeps resume exact."""
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "python": list(_flatten_py_state(random.getstate())),
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"].cpu())
+    if state.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+    if state.get("python"):
+        version, internal, gauss = state["python"]
+        random.setstate((version, tuple(internal), gauss))
+
+
+def _flatten_py_state(s: tuple) -> tuple:
+    version, internal, gauss = s
+    return version, list(internal), gauss
+
+
+def find_checkpoint(out_dir: str | os.PathLike) -> Path | None:
+    path = Path(out_dir) / CHECKPOINT_NAME
+    return path if path.is_file() else None

@@ -1,0 +1,34 @@
+"""Launch a multi-process run: `recurc train SPEC --gpus N` → torchrun → runtime.train on N ranks.
+
+The launched environment keeps NCCL_NVLS_ENABLE=0: NVLink SHARP multicast (NVLS) needs a fabric
+manager setup that rented single hosts often lack, and NCCL then fails at the first collective.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from typing import NoReturn, Sequence
+
+
+def launch_command(spec: str, gpus: int, args: Sequence[str] = ()) -> list[str]:
+    """The torchrun command line for `gpus` ranks (also usable on CPU: ranks then use gloo)."""
+    if gpus < 1:
+        raise ValueError(f"gpus must be at least 1, got {gpus}")
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={gpus}",
+            "-m", "runtime.train", spec, *args]
+
+
+def launch_env(base: dict[str, str] | None = None) -> dict[str, str]:
+    env = dict(os.environ if base is None else base)
+    env["NCCL_NVLS_ENABLE"] = "0"
+    return env
+
+
+def launch(spec: str, gpus: int, args: Sequence[str] = ()) -> NoReturn:
+    """Replace this process with torchrun running runtime.train SPEC ARGS on `gpus` ranks."""
+    cmd = launch_command(spec, gpus, args)
+    os.execvpe(cmd[0], cmd, launch_env())
+
+
+if __name__ == "__main__":  # python -m runtime.launch N SPEC [train args]
+    launch(sys.argv[2], int(sys.argv[1]), sys.argv[3:])

@@ -1,0 +1,128 @@
+"""Run logging: one human-readable line and one JSON line per event, rank 0 only.
+
+A line a person reads and a line a script parses carry the same fields:
+
+    step 120/150 loss 4.1230 lr_scale 0.80 tok/s 12,345 elapsed 12.3s
+    {"event": "step", "step": 120, "steps": 150, "loss": 4.123, "lr_scale": 0.8, ...}
+
+The JSON file is opened in append mode and flushed after every record, so a run that is
+killed leaves every finished record behind and a resumed run continues the same file.
+(Named log.py, not logging.py, so it does not shadow the standard library's logging.)
+"""
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any, TextIO
+
+# Fields printed by the human line, in order, with their format; others go to JSON only.
+_HUMAN_FIELDS: tuple[tuple[str, str], ...] = (
+    ("loss", "loss {:.4f}"),
+    ("val_loss", "val_loss {:.4f}"),
+    ("val_bpb", "val_bpb {:.4f}"),
+    ("lr_scale", "lr_scale {:.2f}"),
+    ("path", "path {}"),
+    ("tok_s", "tok/s {:,.0f}"),
+    ("step_ms", "step {:.1f}ms"),
+    ("elapsed", "elapsed {:.1f}s"),
+)
+
+
+def format_human(event: str, record: dict[str, Any]) -> str:
+    """`step 120/150 loss 4.1230 ...`; other events print `event key value ...`."""
+    head = event
+    if "step" in record:
+        head = f"{event} {record['step']}/{record['steps']}" if "steps" in record else f"{event} {record['step']}"
+    parts = [head]
+    shown = {"step", "steps"}
+    for key, fmt in _HUMAN_FIELDS:
+        if record.get(key) is not None:
+            parts.append(fmt.format(record[key]))
+            shown.add(key)
+    if event != "step":  # rare events: show everything else too
+        for key, value in record.items():
+            if key not in shown and not isinstance(value, (dict, list)):
+                parts.append(f"{key} {value:,}" if isinstance(value, int) and not isinstance(value, bool)
+                             else f"{key} {value}")
+    return " ".join(parts)
+
+
+def _jsonable(value: Any) -> Any:
+    """Floats that JSON cannot hold (nan, inf) become null rather than invalid JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+class RunLogger:
+    """Writes events on rank 0; on other ranks every call is a no-op."""
+
+    def __init__(self, json_path: str | Path | None = None, *, rank: int = 0, progress: bool = False,
+                 stream: TextIO | None = None) -> None:
+        self.enabled = rank == 0
+        self.stream = stream or sys.stdout
+        self._json: TextIO | None = None
+        if self.enabled and json_path is not None:
+            Path(json_path).parent.mkdir(parents=True, exist_ok=True)
+            self._json = open(json_path, "a", encoding="utf-8")
+        self._progress = None
+        self._task = None
+        self._want_progress = self.enabled and progress
+
+    # ---- progress bar (rich), optional
+    def start_progress(self, total: int, completed: int = 0) -> None:
+        if not self._want_progress:
+            return
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+        self._progress = Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(),
+                                  TextColumn("{task.fields[info]}"), TimeElapsedColumn(), transient=True)
+        self._progress.start()
+        self._task = self._progress.add_task("train", total=total, completed=completed, info="")
+
+    def advance(self, step: int, info: str = "") -> None:
+        if self._progress is not None:
+            self._progress.update(self._task, completed=step, info=info)
+
+    def stop_progress(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+
+    # ---- records
+    def event(self, event: str, **record: Any) -> None:
+        """Print the human line and append the JSON line."""
+        if not self.enabled:
+            return
+        line = format_human(event, record)
+        if self._progress is not None:
+            self._progress.console.print(line, markup=False, highlight=False)
+        else:
+            print(line, file=self.stream, flush=True)
+        if self._json is not None:
+            rec = {"event": event, "time": round(time.time(), 3), **record}
+            self._json.write(json.dumps(_jsonable(rec)) + "\n")
+            self._json.flush()
+
+    def close(self) -> None:
+        self.stop_progress()
+        if self._json is not None:
+            self._json.close()
+            self._json = None
+
+
+def read_json_log(path: str | Path) -> list[dict[str, Any]]:
+    """Records of a JSON-lines log; a torn last line (a killed writer) is skipped."""
+    out = []
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return out

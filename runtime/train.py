@@ -1,0 +1,571 @@
+"""Train a spec: `python -m runtime.train SPEC [key.path=value ...] [options]`.
+
+One process or many: under `torchrun --standalone --nproc_per_node=N -m runtime.train SPEC` every
+rank runs this same code with DDP (NCCL on CUDA, gloo on CPU). Without --data the run trains on
+the offline demo data (`runtime.demo`, built into data/demo on first use).
+
+What a step does, as in the challenge's script:
+  * tokens_per_step tokens per optimizer step, whatever the number of ranks: each rank runs
+    `accum` micro-batches of `micro_tokens` tokens (gradient accumulation, DDP syncs on the last);
+  * the learning rate is scaled by a linear warmup and a linear warmdown, the warmdown measured in
+    steps or, under a wall-clock cap, in remaining time (whichever is lower);
+  * the spec's depth schedule picks the path (execution order) from the training fraction
+    (steps done / iterations, or elapsed / cap when that is further along);
+  * warmup_steps compile warm-up steps run first and are then undone (weights, optimizer and data
+    position restored), so compilation costs no training and the timed run starts clean.
+Validation time and checkpoint time do not count against the wall-clock cap.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import importlib.util
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from recurc.errors import SpecError
+from recurc.plan import Plan, make_plan
+from recurc.spec import Spec, TrainSpec, load_spec
+from runtime.checkpoint import CHECKPOINT_NAME, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from runtime.data import DistributedTokenLoader
+from runtime.evaluate import EvalResult, ValidationSet, autocast_context, evaluate
+from runtime.log import RunLogger
+from runtime.optim import Optimizers, build_optimizers
+
+DEMO_DIR = "data/demo"
+DEFAULT_MICRO_TOKENS = {"cuda": 65_536, "cpu": 8_192}  # per rank per micro-batch (challenge: 65,536)
+
+
+# ============================================================================ pure schedule math
+def lr_scale(step: int, elapsed: float, train: TrainSpec, iterations: int, cap: float | None) -> float:
+    """LR multiplier for the step after `step` completed steps and `elapsed` training seconds."""
+    scale = 1.0
+    if train.lr_warmup_steps and step < train.lr_warmup_steps:
+        scale = (step + 1) / train.lr_warmup_steps
+    wd = train.warmdown_steps
+    if wd <= 0:
+        return scale
+    if step >= iterations - wd:  # by steps: linear to 0 at `iterations`
+        scale = min(scale, max(iterations - step, 0) / wd)
+    if cap is not None and step > 0:
+        # by wall-clock (the challenge's rule): warmdown takes wd steps at the mean step time so far;
+        # start it when that much time is left before the cap.
+        warmdown_time = wd * elapsed / step
+        remaining = max(cap - elapsed, 0.0)
+        if remaining <= warmdown_time:
+            scale = min(scale, remaining / max(warmdown_time, 1e-9))
+    return scale
+
+
+def training_fraction(step: int, elapsed: float, iterations: int, cap: float | None) -> float:
+    frac = step / iterations
+    if cap is not None:
+        frac = max(frac, elapsed / cap)
+    return min(frac, 1.0)
+
+
+def path_at(plan: Plan, fraction: float) -> str:
+    """The path of the last phase that has started at `fraction`."""
+    name = plan.phases[0].path
+    for phase in plan.phases:
+        if fraction >= phase.start:
+            name = phase.path
+    return name
+
+
+def plan_accumulation(tokens_per_step: int, world_size: int, seq_len: int, max_micro_tokens: int) -> tuple[int, int]:
+    """(accumulation steps, tokens per micro-batch per rank) with world * accum * micro ==
+    tokens_per_step, micro a multiple of seq_len and at most max_micro_tokens if possible."""
+    if tokens_per_step % (world_size * seq_len):
+        raise ValueError(f"tokens_per_step ({tokens_per_step:,}) must be a multiple of world_size × seq_len "
+                         f"({world_size} × {seq_len})")
+    per_rank = tokens_per_step // world_size
+    seqs = per_rank // seq_len
+    for accum in range(max(1, math.ceil(per_rank / max_micro_tokens)), seqs + 1):
+        if seqs % accum == 0:
+            return accum, per_rank // accum
+    return seqs, seq_len
+
+
+# ============================================================================ processes
+@dataclass(frozen=True)
+class Dist:
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device_arg: str | None) -> Dist:
+    """Join the torchrun process group if launched by torchrun; pick the device."""
+    rank = int(os.environ.get("RANK", 0))
+    world = int(os.environ.get("WORLD_SIZE", 1))
+    local = int(os.environ.get("LOCAL_RANK", 0))
+    want_cuda = device_arg != "cpu" and torch.cuda.is_available()
+    device = torch.device("cuda", local) if want_cuda else torch.device(device_arg or "cpu")
+    if want_cuda:
+        torch.cuda.set_device(device)
+    if world > 1 and not dist.is_initialized():
+        if want_cuda:
+            dist.init_process_group("nccl", device_id=device)
+        else:
+            dist.init_process_group("gloo")
+    return Dist(rank, world, local, device)
+
+
+def barrier(d: Dist) -> None:
+    if d.distributed:
+        dist.barrier()
+
+
+# ============================================================================ the model
+def _reference_module():
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "reference.py"
+    spec = importlib.util.spec_from_file_location("recurc_benchmarks_reference", path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # dataclasses needs the module registered
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def reference_model(plan: Plan) -> nn.Module:
+    """A stand-in for recurc.build while it is written: benchmarks/reference.py's blocks walked in
+    the order of each Plan path. Covers block sharing, U-Net skips and the baseline's layer; any
+    other feature needs recurc.build."""
+    s = plan.spec
+    m = s.model
+    unsupported = [what for what, on in (
+        ("per-pass parameters", any(p.group == "per_pass" for p in plan.params)),
+        ("partial sharing", s.sharing != "block"), ("features", s.features.index is not None),
+        ("gated skips", s.skips == "gated_unet"), ("untied embeddings", not m.tied_embeddings),
+        ("activation " + m.mlp.activation, m.mlp.activation != "relu2"),
+        ("partial RoPE", m.rope.dims is not None), ("norm_scale", m.norm_scale != "none"),
+        ("named or per-block MLPs", isinstance(s.blocks, list)),
+        ("non-integer mlp.mult", m.mlp.width(m.dim) % m.dim != 0),
+        ("rope base / softcap / q_gain other than the baseline's",
+         (m.rope.base, m.logit_softcap, m.q_gain_init) != (10000.0, 30.0, 1.5)),
+    ) if on]
+    if unsupported:
+        raise NotImplementedError(f"the reference stand-in cannot build {', '.join(unsupported)}; "
+                                  "this needs recurc.build")
+    ref = _reference_module()
+
+    class PlanReference(ref._RefBase):
+        def __init__(self) -> None:
+            cfg = ref.RefConfig(vocab_size=m.vocab_size, dim=m.dim, num_layers=len(plan.blocks),
+                                num_heads=m.heads, num_kv_heads=m.kv_heads,
+                                mlp_mult=m.mlp.width(m.dim) // m.dim, seq_len=m.seq_len)
+            n_skips = max(p.n_skips for p in plan.paths.values())
+            super().__init__(cfg, len(plan.blocks), n_skips)
+            if n_skips == 0:
+                del self.skip_weights
+            self.plan = plan
+            self.routes = {name: tuple((l.block, l.skip_slot, l.skip_from) for l in p.layers)
+                           for name, p in plan.paths.items()}
+
+        def forward(self, idx, targets=None, path: str = "main"):
+            cos, sin = self.rope_cos, self.rope_sin
+            x = x0 = self.embed(idx)
+            outs = []
+            for block, slot, src in self.routes[path]:
+                if slot is not None:
+                    x = x + self.skip_weights[slot].to(x.dtype) * outs[src]
+                x = self.blocks[block](x, x0, cos, sin)
+                outs.append(x)
+            return self.head(x, targets)
+
+    return PlanReference()
+
+
+def build_model(plan: Plan, device: torch.device, kind: str = "auto") -> nn.Module:
+    """recurc.build.build(plan) when it exists (kind auto/build), else the reference stand-in."""
+    if kind in ("auto", "build"):
+        try:
+            from recurc.build import build
+        except ModuleNotFoundError as exc:
+            if kind == "build" or exc.name != "recurc.build":
+                raise
+        else:
+            return build(plan, device=device)
+    return reference_model(plan).to(device)
+
+
+class EMA:
+    """Exponential moving average of the parameters, kept in fp32."""
+
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        self.decay = decay
+        self.names = [n for n, _ in model.named_parameters()]
+        self.shadow = [p.detach().float().clone() for _, p in model.named_parameters()]
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        params = [p.detach().float() for _, p in model.named_parameters()]
+        torch._foreach_lerp_(self.shadow, params, 1.0 - self.decay)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return dict(zip(self.names, self.shadow))
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        for t, n in zip(self.shadow, self.names):
+            t.copy_(state[n])
+
+    @torch.no_grad()
+    def copy_to(self, model: nn.Module) -> None:
+        for (_, p), t in zip(model.named_parameters(), self.shadow):
+            p.copy_(t)
+
+
+# ============================================================================ the run
+@dataclass
+class RunConfig:
+    spec_path: str
+    overrides: list[str]
+    data: str
+    val: str
+    tokenizer: str
+    out: Path
+    resume: bool
+    compile: bool
+    warmup: bool
+    log_json: Path
+    log_every: int
+    val_every: int
+    ckpt_every: int
+    micro_tokens: int | None
+    export: bool
+    progress: bool
+    model: str
+
+
+class Trainer:
+    """State of one training run on one rank: model, optimizers, data, schedule position."""
+
+    def __init__(self, cfg: RunConfig, spec: Spec, plan: Plan, d: Dist, log: RunLogger) -> None:
+        self.cfg, self.spec, self.plan, self.d, self.log = cfg, spec, plan, d, log
+        t = self.train = spec.train
+        self.iterations = t.iterations
+        self.cap = t.max_wallclock_seconds
+        seq_len = spec.model.seq_len
+        max_micro = cfg.micro_tokens or DEFAULT_MICRO_TOKENS["cuda" if d.device.type == "cuda" else "cpu"]
+        self.accum, self.micro_tokens = plan_accumulation(t.tokens_per_step, d.world_size, seq_len, max_micro)
+
+        torch.manual_seed(t.seed)  # same initial weights on every rank (DDP also broadcasts them)
+        self.base = build_model(plan, d.device, cfg.model)
+        self.base.train()
+        self.opt: Optimizers = build_optimizers(self.base, plan, t)
+        self.ema = EMA(self.base, t.ema_decay) if t.ema_decay else None
+        self.fwd: nn.Module = torch.compile(self.base, dynamic=False) if cfg.compile else self.base
+        self.model: nn.Module = self.fwd
+        if d.distributed:
+            # Paths that skip some tensors (the flat order before loops switch on) leave them
+            # without gradients; DDP must then look for unused parameters.
+            multi_path = len({ph.path for ph in plan.phases}) > 1
+            self.model = nn.parallel.DistributedDataParallel(
+                self.fwd, device_ids=[d.local_rank] if d.device.type == "cuda" else None,
+                broadcast_buffers=False, find_unused_parameters=multi_path)
+        self.loader = DistributedTokenLoader(cfg.data, d.rank, d.world_size, seed=t.seed)
+        self.val = ValidationSet.load(cfg.val, cfg.tokenizer, seq_len, spec.model.vocab_size, t.val_tokens, d.device)
+        self.val_batch_seqs = max(1, self.micro_tokens // seq_len)
+        self.step = 0
+        self.elapsed = 0.0
+
+    # ---------------------------------------------------------------- one optimizer step
+    def train_step(self, path: str) -> torch.Tensor:
+        """Forward/backward over `accum` micro-batches and one optimizer step; the mean loss."""
+        seq_len = self.spec.model.seq_len
+        total = torch.zeros((), device=self.d.device)
+        for i in range(self.accum):
+            x, y = self.loader.next_batch(self.micro_tokens, seq_len)
+            x, y = x.to(self.d.device, non_blocking=True), y.to(self.d.device, non_blocking=True)
+            sync = (self.model.no_sync() if isinstance(self.model, nn.parallel.DistributedDataParallel)
+                    and i < self.accum - 1 else contextlib.nullcontext())
+            with sync:
+                with autocast_context(self.d.device):
+                    loss = self.model(x, y, path=path)
+                (loss / self.accum).backward()
+            total += loss.detach()
+        if self.train.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.base.parameters(), self.train.grad_clip)
+        self.opt.step()
+        self.opt.zero_grad()
+        if self.ema is not None:
+            self.ema.update(self.base)
+        return total / self.accum
+
+    # ---------------------------------------------------------------- warm-up, discarded
+    def warmup(self) -> None:
+        """Run warmup_steps steps (over every training path, so each gets compiled), then put the
+        weights, optimizer state and data position back as they were."""
+        n = self.train.warmup_steps if self.cfg.warmup else 0
+        if n <= 0:
+            return
+        model_state = copy.deepcopy(self.base.state_dict())
+        opt_state = copy.deepcopy(self.opt.state_dict())
+        loader_state = self.loader.state_dict()
+        ema_state = copy.deepcopy(self.ema.state_dict()) if self.ema else None
+        paths = list(dict.fromkeys(ph.path for ph in self.plan.phases))
+        t0 = time.perf_counter()
+        for i in range(n):
+            self.opt.set_lr_scale(1.0)
+            self.train_step(paths[i % len(paths)])
+        self._sync()
+        with torch.no_grad():
+            self.base.load_state_dict(model_state)
+        self.opt.load_state_dict(opt_state)
+        self.loader.load_state_dict(loader_state)
+        if ema_state is not None:
+            self.ema.load_state_dict(ema_state)
+        self.log.event("warmup", steps=n, paths=",".join(paths), seconds=round(time.perf_counter() - t0, 2))
+
+    # ---------------------------------------------------------------- checkpoints
+    def _spec_key(self) -> str:
+        data = self.plan.canonical()
+        data.pop("train", None)  # a resumed run may change its training knobs, not its model
+        return json.dumps(data, sort_keys=True)
+
+    def save(self) -> None:
+        if self.d.main:
+            save_checkpoint(self.cfg.out / CHECKPOINT_NAME, {
+                "spec": self._spec_key(), "step": self.step, "elapsed": self.elapsed,
+                "model": self.base.state_dict(), "optimizers": self.opt.state_dict(),
+                "ema": self.ema.state_dict() if self.ema else None,
+                "loader": self.loader.state_dict(), "rng": rng_state()})
+        barrier(self.d)
+
+    def load(self, path: Path) -> None:
+        state = load_checkpoint(path, map_location=self.d.device)
+        if state["spec"] != self._spec_key():
+            raise SystemExit(f"{path} was written for another model than {self.cfg.spec_path}; "
+                             "resume needs the same spec (training settings may differ)")
+        with torch.no_grad():
+            self.base.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["optimizers"])
+        if self.ema is not None and state["ema"] is not None:
+            self.ema.load_state_dict(state["ema"])
+        self.loader.load_state_dict(state["loader"])
+        set_rng_state(state["rng"])
+        self.step, self.elapsed = int(state["step"]), float(state["elapsed"])
+        self.log.event("resume", step=self.step, steps=self.iterations, elapsed=self.elapsed, checkpoint=str(path))
+
+    # ---------------------------------------------------------------- helpers
+    def _sync(self) -> None:
+        if self.d.device.type == "cuda":
+            torch.cuda.synchronize(self.d.device)
+
+    def _agreed(self, value: float, op=None) -> float:
+        """A float every rank agrees on (max over ranks), e.g. elapsed time near the cap."""
+        if not self.d.distributed:
+            return value
+        t = torch.tensor([value], dtype=torch.float64, device=self.d.device)
+        dist.all_reduce(t, op=op or dist.ReduceOp.MAX)
+        return float(t.item())
+
+    def _mean_loss(self, loss: torch.Tensor) -> float:
+        if self.d.distributed:
+            loss = loss.clone()
+            dist.all_reduce(loss, op=dist.ReduceOp.SUM)
+            loss /= self.d.world_size
+        return float(loss.item())
+
+    def validate(self, path: str | None = None) -> EvalResult:
+        self._sync()
+        return evaluate(self.fwd, self.val, path=path or self.plan.eval_path, batch_seqs=self.val_batch_seqs,
+                        device=self.d.device, rank=self.d.rank, world_size=self.d.world_size)
+
+    def done(self) -> bool:
+        return self.step >= self.iterations or (self.cap is not None and self.elapsed >= self.cap)
+
+    def param_checksum(self) -> list[float]:
+        """Per rank (sum, sum |x|) of all parameters in float64: equal on every rank under DDP."""
+        with torch.no_grad():
+            flat = torch.cat([p.detach().double().reshape(-1) for p in self.base.parameters()])
+            mine = torch.stack([flat.sum(), flat.abs().sum()])
+        if not self.d.distributed:
+            return mine.tolist()
+        gathered = [torch.zeros_like(mine) for _ in range(self.d.world_size)]
+        dist.all_gather(gathered, mine)
+        return [v for g in gathered for v in g.tolist()]
+
+    # ---------------------------------------------------------------- the loop
+    def run(self) -> dict[str, Any]:
+        cfg, t = self.cfg, self.train
+        self.log.event("run", spec=self.spec.name, params=self.plan.unique_params, world_size=self.d.world_size,
+                       device=str(self.d.device), accum=self.accum, micro_tokens=self.micro_tokens,
+                       tokens_per_step=t.tokens_per_step, compile=cfg.compile,
+                       phases=" ".join(f"{ph.start:g}:{ph.path}" for ph in self.plan.phases),
+                       model=type(self.base).__name__)
+        ckpt = cfg.out / CHECKPOINT_NAME
+        if cfg.resume and ckpt.is_file():
+            self.load(ckpt)
+        self.warmup()
+        self.log.start_progress(self.iterations, self.step)
+        window_t, window_steps = 0.0, 0
+        last_val: EvalResult | None = None
+        start_step = self.step
+        while True:
+            last = self.done()
+            if self.step > 0 and (last or (cfg.val_every and self.step % cfg.val_every == 0)):
+                last_val = self.validate()
+                self.log.event("val", step=self.step, steps=self.iterations, val_loss=last_val.loss,
+                               val_bpb=last_val.bpb, elapsed=self.elapsed)
+            if self.step > start_step and (last or (cfg.ckpt_every and self.step % cfg.ckpt_every == 0)):
+                self.save()
+            if last:
+                break
+            frac = training_fraction(self.step, self.elapsed, self.iterations, self.cap)
+            path = path_at(self.plan, frac)
+            scale = lr_scale(self.step, self.elapsed, t, self.iterations, self.cap)
+            self.opt.set_lr_scale(scale)
+            self._sync()
+            t0 = time.perf_counter()
+            loss = self.train_step(path)
+            self._sync()
+            dt = time.perf_counter() - t0
+            self.step += 1
+            self.elapsed += dt
+            if self.cap is not None:  # ranks must agree on when the cap stops the run
+                self.elapsed = self._agreed(self.elapsed)
+            window_t += dt
+            window_steps += 1
+            if self.step % cfg.log_every == 0 or self.step <= 3 or self.done():
+                tok_s = t.tokens_per_step * window_steps / max(window_t, 1e-9)
+                loss_v = self._mean_loss(loss)
+                self.log.event("step", step=self.step, steps=self.iterations, loss=loss_v, lr_scale=scale,
+                               path=path, tok_s=tok_s, step_ms=1000 * window_t / window_steps,
+                               elapsed=self.elapsed)
+                self.log.advance(self.step, f"loss {loss_v:.3f}  {tok_s:,.0f} tok/s")
+                window_t, window_steps = 0.0, 0
+            else:
+                self.log.advance(self.step)
+        self.log.stop_progress()
+        return self.finish(last_val)
+
+    def finish(self, last_val: EvalResult | None) -> dict[str, Any]:
+        """EMA weights in, final validation, ranks' agreement, export."""
+        if self.ema is not None:
+            self.ema.copy_to(self.base)
+            last_val = self.validate()
+        if last_val is None:
+            last_val = self.validate()
+        sums = self.param_checksum()
+        agree = all(sums[i] == sums[i % 2] for i in range(len(sums)))
+        final = dict(step=self.step, steps=self.iterations, val_loss=last_val.loss, val_bpb=last_val.bpb,
+                     elapsed=self.elapsed, ema=self.ema is not None, ranks_agree=agree,
+                     checksums=sums, tokens_seen=self.step * self.train.tokens_per_step)
+        self.log.event("final", **final)
+        if self.cfg.export:
+            from runtime.export import export_run
+            report = export_run(self, pre=last_val)
+            self.log.event("export", **report)
+            final["export"] = report
+        return final
+
+    def calibration_batches(self, n: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """n training micro-batches from a fresh loader (the run's own position is untouched)."""
+        loader = DistributedTokenLoader(self.cfg.data, self.d.rank, self.d.world_size, seed=self.train.seed)
+        return [loader.next_batch(self.micro_tokens, self.spec.model.seq_len) for _ in range(n)]
+
+
+# ============================================================================ command line
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m runtime.train", description="train a recurc spec")
+    p.add_argument("spec", help="spec YAML file")
+    p.add_argument("overrides", nargs="*", help="key.path=value overrides, e.g. train.iterations=200")
+    p.add_argument("--data", help="glob of training shards (default: the demo data in data/demo)")
+    p.add_argument("--val", help="glob of validation shards (default: beside --data, fineweb_val_*.bin)")
+    p.add_argument("--tokenizer", help="SentencePiece model for BPB (default: the demo tokenizer)")
+    p.add_argument("--out", help="run directory for checkpoint, log and artifact (default runs/<spec name>)")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt if it exists")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                   help="torch.compile the model (default: on CUDA only)")
+    p.add_argument("--warmup", action=argparse.BooleanOptionalAction, default=None,
+                   help="run the spec's warmup_steps (discarded) first (default: when compiling; "
+                        "without compilation they would only cost time)")
+    p.add_argument("--steps", type=int, help="train.iterations (the schedule scales with it)")
+    p.add_argument("--log-json", help="JSON-lines log (default OUT/log.jsonl)")
+    p.add_argument("--log-every", type=int, default=10)
+    p.add_argument("--val-every", type=int, help="validate every N steps (default train.val_every)")
+    p.add_argument("--ckpt-every", type=int, default=0, help="checkpoint every N steps (and always at the end)")
+    p.add_argument("--micro-tokens", type=int, help="max tokens per rank per micro-batch")
+    p.add_argument("--export", action=argparse.BooleanOptionalAction, default=True,
+                   help="quantize + compress the trained model and measure its round-trip BPB")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="rich progress bar (default: when stderr is a terminal)")
+    p.add_argument("--device", help="cpu or cuda (default cuda if available)")
+    p.add_argument("--model", choices=("auto", "build", "reference"), default="auto",
+                   help="recurc.build (auto: if present) or the benchmarks/reference.py stand-in")
+    return p.parse_args(argv)
+
+
+def resolve_data(args: argparse.Namespace, d: Dist) -> tuple[str, str, str]:
+    """(train glob, val glob, tokenizer): given, or the demo data (built by rank 0 if missing)."""
+    if args.data is None:
+        if d.main:
+            from runtime.demo import build_demo_data
+            build_demo_data(DEMO_DIR)
+        barrier(d)
+        demo = Path(DEMO_DIR)
+        return (str(demo / "fineweb_train_*.bin"), args.val or str(demo / "fineweb_val_*.bin"),
+                args.tokenizer or str(demo / "tokenizer.model"))
+    val = args.val or str(Path(args.data).parent / "fineweb_val_*.bin")
+    if args.tokenizer is None:
+        raise SystemExit("--tokenizer is required with --data (BPB needs the SentencePiece model)")
+    return args.data, val, args.tokenizer
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    overrides = list(args.overrides) + ([f"train.iterations={args.steps}"] if args.steps else [])
+    try:
+        spec = load_spec(args.spec, overrides)
+        plan = make_plan(spec)
+    except SpecError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    d = init_distributed(args.device)
+    try:
+        data, val, tokenizer = resolve_data(args, d)
+        out = Path(args.out or f"runs/{spec.name}")
+        compile_ = args.compile if args.compile is not None else d.device.type == "cuda"
+        out.mkdir(parents=True, exist_ok=True)
+        cfg = RunConfig(
+            spec_path=args.spec, overrides=overrides, data=data, val=val, tokenizer=tokenizer, out=out,
+            resume=args.resume, compile=compile_,
+            warmup=args.warmup if args.warmup is not None else compile_,
+            log_json=Path(args.log_json or out / "log.jsonl"), log_every=max(1, args.log_every),
+            val_every=spec.train.val_every if args.val_every is None else args.val_every,
+            ckpt_every=args.ckpt_every, micro_tokens=args.micro_tokens, export=args.export,
+            progress=args.progress if args.progress is not None else sys.stderr.isatty(), model=args.model)
+        log = RunLogger(cfg.log_json, rank=d.rank, progress=cfg.progress)
+        try:
+            Trainer(cfg, spec, plan, d, log).run()
+        finally:
+            log.close()
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

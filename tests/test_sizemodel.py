@@ -1,0 +1,79 @@
+"""recurc.sizemodel: the baseline figure, agreement with real quant.py output, no torch, speed."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from recurc import quant, sizemodel
+from recurc.quantspec import ClipRule, Compressor, GroupQuant, QuantSpec
+
+BASELINE_BYTES = 15_815_847   # FACTS.md: naive baseline, int8 + zlib-9
+
+
+def test_baseline_prediction_within_1pct():
+    est = sizemodel.predict(sizemodel.baseline_tensors(), QuantSpec())
+    assert est.raw_bytes == 17_178_912
+    assert abs(est.total / BASELINE_BYTES - 1) < 0.01
+    assert est.low <= BASELINE_BYTES <= est.high
+
+
+def test_tuple_input_and_groups():
+    ts = [(t.name, t.shape, t.group) for t in sizemodel.baseline_tensors()]
+    est = sizemodel.predict(ts, QuantSpec())
+    assert est.groups["per_pass"].raw_bytes == 0
+    assert est.groups["scalars"].raw_bytes == 4 * (9 * 2056 + 2048)
+    assert est.groups["embeddings"].raw_bytes == 1024 * 512 + 1024 * 2
+
+
+SDCLIP = {"embeddings": GroupQuant(bits=8, clip=ClipRule(kind="std", value=20)),
+          "attention": GroupQuant(bits=6, clip=ClipRule(kind="std", value=12.85)),
+          "mlp": GroupQuant(bits=6, clip=ClipRule(kind="std", value=12.85))}
+CASES = [  # (label, spec, weight std, tolerance)
+    ("int8 pct zlib torch", QuantSpec(), 0.5, 0.01),
+    ("int8 pct zlib torch, scale floor on", QuantSpec(), 0.02, 0.015),
+    ("sdclip int6/int8 brotli shuffle recurc", QuantSpec(groups=SDCLIP, container="recurc", control_dtype="fp16",
+                                                          compressor=Compressor(name="brotli", byte_shuffle=True)), 0.05, 0.01),
+    pytest.param("sdclip int6/int8 zstd torch", QuantSpec(groups=SDCLIP, compressor=Compressor(name="zstd")), 0.05, 0.015,
+                 marks=pytest.mark.xfail(reason="known gap: zstd-22 on whole mixed artifacts runs ~8% above the "
+                                                "per-stream model (each group alone is within ~1.5%); see docs/size-model.md")),
+    ("int5 std lzma recurc", QuantSpec(groups={g: GroupQuant(bits=5, clip=ClipRule(kind="std", value=8))
+                                               for g in SDCLIP}, container="recurc", compressor=Compressor(name="lzma")), 0.05, 0.03),
+]
+
+
+@pytest.mark.parametrize("label,spec,sigma,tol", CASES)
+def test_agrees_with_real_compression(label, spec, sigma, tol):
+    rng = np.random.default_rng(0)
+    ts = [t for t in sizemodel.baseline_tensors(vocab=512, layers=2) if t.group != "mlp"]
+    state = {t.name: (rng.normal(0, sigma, t.shape) if t.group != "scalars" else rng.normal(1, .3, t.shape)).astype(np.float32)
+             for t in ts}
+    groups = {t.name: t.group for t in ts}
+    real = len(quant.pack(quant.quantize_state(state, groups, spec), spec))
+    assume = sizemodel.ShapeAssumption(beta=2.0, sigma=tuple((g, sigma) for g in ("embeddings", "attention")))
+    est = sizemodel.predict(ts, spec, assume)
+    assert abs(est.total / real - 1) < tol, (label, real, est.total)
+
+
+def test_sdclip_entropy_matches_formula():
+    """FACTS.md: under SDClip the entropy is ~ b - log2(k) + 0.5*log2(pi*e/2) for Gaussian weights."""
+    for bits, k in ((6, 12.85), (8, 20.0)):   # coarser steps (int5 k=8) leave the high-resolution regime
+        h, _ = sizemodel.value_entropy("int", bits, "std", k, 512, 2.0, None)
+        assert abs(h - (bits - np.log2(k) + 0.5 * np.log2(np.pi * np.e / 2))) < 0.05   # high-resolution formula; exact discretization differs by ~0.035 at int6
+
+
+def test_fast():
+    ts = sizemodel.baseline_tensors()
+    sizemodel.predict(ts, QuantSpec())
+    t0 = time.perf_counter()
+    for _ in range(200):
+        sizemodel.predict(ts, QuantSpec())
+    assert (time.perf_counter() - t0) / 200 < 5e-3
+
+
+def test_does_not_import_torch():
+    code = "import recurc.sizemodel, sys; recurc.sizemodel.predict(recurc.sizemodel.baseline_tensors(), recurc.sizemodel.QuantSpec()); assert 'torch' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
