@@ -119,10 +119,8 @@ class CausalSelfAttention(nn.Module):
         q, k = apply_rope(q, cos[:T], sin[:T]), apply_rope(k, cos[:T], sin[:T])
         q = q * self.q_gain.to(q.dtype)[None, :, None, None]
         # GQA: each kv head serves num_heads // num_kv_heads consecutive q heads
-        rep = self.num_heads // self.num_kv_heads
-        k = k.repeat_interleave(rep, dim=1)
-        v = v.repeat_interleave(rep, dim=1)
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        gqa = self.num_heads != self.num_kv_heads
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)
         y = y.transpose(1, 2).contiguous().view(B, T, C)
         return self.proj(y)
 

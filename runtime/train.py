@@ -514,7 +514,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--device", help="cpu or cuda (default cuda if available)")
     p.add_argument("--model", choices=("auto", "build", "reference"), default="auto",
                    help="recurc.build (auto: if present) or the benchmarks/reference.py stand-in")
-    return p.parse_args(argv)
+    return p.parse_intermixed_args(argv)  # overrides may come after options
 
 
 def resolve_data(args: argparse.Namespace, d: Dist) -> tuple[str, str, str]:
