@@ -38,13 +38,14 @@ class Runner:
         compiled = torch.compile(self.model)
         self.fn = (lambda x, y: compiled(x, y, path=path)) if path else compiled
         g = torch.Generator(device="cuda").manual_seed(0)
-        self.batches = [torch.randint(0, vocab, (micro, seq + 1), device="cuda", generator=g) for _ in range(accum)]
+        tokens = [torch.randint(0, vocab, (micro, seq + 1), device="cuda", generator=g) for _ in range(accum)]
+        self.batches = [(t[:, :-1].contiguous(), t[:, 1:].contiguous()) for t in tokens]
         self.compile_s = 0.0
 
     def step(self) -> None:
-        for b in self.batches:
+        for x, y in self.batches:
             with torch.autocast("cuda", dtype=torch.bfloat16):
-                loss = self.fn(b[:, :-1], b[:, 1:]) / self.accum
+                loss = self.fn(x, y) / self.accum
             loss.backward()
         self.opt.step()
         self.opt.zero_grad(set_to_none=True)

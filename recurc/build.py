@@ -199,7 +199,7 @@ class RecurrentLM(nn.Module):
             logits = self.softcap * torch.tanh(logits / self.softcap)
         if targets is None:
             return logits
-        return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1))
+        return F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1))
 
 
 def build(spec_or_plan: Spec | Plan, device: str | torch.device | None = None) -> RecurrentLM:

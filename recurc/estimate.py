@@ -133,8 +133,20 @@ def _tensors(plan: Plan) -> list[tuple[str, tuple[int, ...], str]]:
 
 
 def _bytes(plan: Plan):
+    # Sweeps score many variants with the same tensors and quant settings (a loop window moves,
+    # the stored weights do not): the prediction is a pure function of those two.
     from .sizemodel import predict
-    return predict(_tensors(plan), plan.spec.quant)
+    tensors = tuple(_tensors(plan))
+    key = (tensors, plan.spec.quant.model_dump_json())
+    hit = _PREDICTIONS.get(key)
+    if hit is None:
+        if len(_PREDICTIONS) > 4096:
+            _PREDICTIONS.clear()
+        hit = _PREDICTIONS[key] = predict(list(tensors), plan.spec.quant)
+    return hit
+
+
+_PREDICTIONS: dict = {}
 
 
 def estimate(plan: Plan, *, suggest: bool = True) -> Estimate:

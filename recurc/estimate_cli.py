@@ -1,8 +1,7 @@
 """Subcommands `estimate` and `measure` (imported by cli._register_optional).
 
 `estimate` has to finish in well under a second as a whole process, so this module imports
-nothing heavy at import time, prints its table without rich, and keeps networkx (imported by
-recurc.plan for the data-flow graph, which the estimate never draws) lazy.
+nothing heavy at import time and prints its table without rich.
 """
 from __future__ import annotations
 
@@ -13,39 +12,6 @@ import sys
 from .cli import command
 
 GROUP_ORDER = ("embeddings", "attention", "mlp", "per_pass", "scalars")
-
-
-def _lazy(name: str) -> None:
-    """Make `import name` cheap until an attribute of the module is first used.
-
-    (importlib.util.LazyLoader does not help on Python 3.11: the import statement itself reads
-    the module's __spec__ and so triggers the load.) Only used for networkx, which recurc.plan
-    imports at module level for Plan.graph; the estimate never builds the graph."""
-    if name in sys.modules:
-        return
-    import importlib
-    import importlib.util
-    import types
-    spec = importlib.util.find_spec(name)
-    if spec is None:
-        return
-
-    class _Proxy(types.ModuleType):
-        def __getattr__(self, attr: str):
-            real = sys.modules.get(name)
-            if real is None or real is self:
-                sys.modules.pop(name, None)
-                try:
-                    real = importlib.import_module(name)
-                except BaseException:
-                    sys.modules[name] = self
-                    raise
-            self.__dict__.update({k: v for k, v in real.__dict__.items() if k not in ("__spec__", "__class__")})
-            return getattr(real, attr)
-
-    proxy = _Proxy(name)
-    proxy.__spec__ = spec
-    sys.modules[name] = proxy
 
 
 def _n(x: float) -> str:
@@ -112,7 +78,6 @@ def _estimate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-suggest", action="store_true", help="skip the budget guard's suggestions")
 
     def run(args) -> int:
-        _lazy("networkx")
         from .cli import _plan
         from .estimate import estimate
         e = estimate(_plan(args), suggest=not args.no_suggest)

@@ -11,9 +11,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import networkx as nx
+if TYPE_CHECKING:  # networkx costs ~0.3 s to import; only the graph needs it
+    import networkx as nx
 
 from .errors import SpecError
 from .order import Order, Ref, parse_order
@@ -455,6 +456,8 @@ def build_graph(plan: Plan, path: str = "main") -> nx.MultiDiGraph:
     """Data flow of one path: embed → v0 → … → head, U-Net skip edges, blocks as shared nodes.
 
     A multigraph: a skip or cross-repeat edge can join the same two layers as a residual edge."""
+    import networkx as nx
+
     g = nx.MultiDiGraph(spec=plan.spec.name, path=path)
     g.add_node("embed", kind="embed")
     for blk in plan.blocks:
