@@ -102,14 +102,15 @@ def train_tokenizer(docs: list[str], vocab_size: int) -> bytes:
 
     # One line per sentence: SentencePiece caps sentence length, and lines are
     # the natural unit in these docs.
-    lines = [line for doc in docs for line in doc.split("\n") if line.strip()]
+    lines = [line[:4096] for doc in docs for line in doc.split("\n") if line.strip()]
     model = io.BytesIO()
     try:
         spm.SentencePieceTrainer.train(
             sentence_iterator=iter(lines), model_writer=model, model_type="bpe",
             vocab_size=vocab_size, byte_fallback=True, split_digits=True,
             character_coverage=1.0, num_threads=1, shuffle_input_sentence=False,
-            input_sentence_size=0, unk_id=UNK_ID, bos_id=BOS_ID, eos_id=EOS_ID, pad_id=-1,
+            # a large corpus trains the tokenizer on its first 2M lines (deterministic)
+            input_sentence_size=0 if len(lines) <= 2_000_000 else 2_000_000, unk_id=UNK_ID, bos_id=BOS_ID, eos_id=EOS_ID, pad_id=-1,
             minloglevel=2)
     except RuntimeError as e:  # e.g. a vocab too small for bytes + characters
         raise ValueError(f"SentencePiece training failed for vocab_size={vocab_size}: {e}") from e
@@ -128,19 +129,51 @@ def encode_documents(model_proto: bytes, docs: list[str]) -> np.ndarray:
     return np.asarray(ids, dtype=np.uint16)
 
 
+def corpus_documents(patterns: list[str], max_bytes: int, min_chars: int = DOC_MIN_CHARS) -> list[str]:
+    """Text files matching `patterns` (sorted, deduplicated) cut at blank lines into documents,
+    until `max_bytes` of text: a larger local corpus for GPU runs on machines with no network."""
+    import glob
+
+    paths = sorted({p for pat in patterns for p in glob.glob(pat, recursive=True) if os.path.isfile(p)})
+    if not paths:
+        raise ValueError(f"no files match {patterns}")
+    docs: list[str] = []
+    total = 0
+    for path in paths:
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            continue
+        current: list[str] = []
+        for para in text.split("\n\n"):
+            current.append(para)
+            if sum(map(len, current)) >= min_chars:
+                docs.append("\n\n".join(current))
+                current = []
+        if current:
+            docs.append("\n\n".join(current))
+        total += len(text)
+        if total >= max_bytes:
+            break
+    return [d for d in docs if d.strip()]
+
+
 def build_demo_data(out_dir: str | os.PathLike, vocab_size: int = 1024,
-                    val_fraction: float = 0.1, force: bool = False) -> DemoData:
+                    val_fraction: float = 0.1, force: bool = False,
+                    corpus: list[str] | None = None, max_bytes: int = 100_000_000) -> DemoData:
     """Write tokenizer.model and train/val shards into out_dir; reuse a finished build.
 
     A previous build is reused when its manifest records the same vocab_size,
     val_fraction and recipe version and its files are present; force=True rebuilds.
     """
     out = Path(out_dir)
-    params = {"version": BUILD_VERSION, "vocab_size": vocab_size, "val_fraction": val_fraction}
+    params = {"version": BUILD_VERSION, "vocab_size": vocab_size, "val_fraction": val_fraction,
+              **({"corpus": corpus, "max_bytes": max_bytes} if corpus else {})}
     if not force and (existing := _finished_build(out, params)) is not None:
         return existing
 
-    train_docs, val_docs = split_documents(demo_documents(), val_fraction)
+    docs = corpus_documents(corpus, max_bytes) if corpus else demo_documents()
+    train_docs, val_docs = split_documents(docs, val_fraction)
     proto = train_tokenizer(train_docs, vocab_size)
     train_ids = encode_documents(proto, train_docs)
     val_ids = encode_documents(proto, val_docs)
@@ -189,7 +222,13 @@ def _result(out: Path, manifest: dict) -> DemoData:
 
 
 if __name__ == "__main__":
-    import sys
+    import argparse
 
-    result = build_demo_data(sys.argv[1] if len(sys.argv) > 1 else "data/demo")
+    ap = argparse.ArgumentParser(description="build demo shards and a tokenizer with no download")
+    ap.add_argument("out_dir", nargs="?", default="data/demo")
+    ap.add_argument("--vocab-size", type=int, default=1024)
+    ap.add_argument("--corpus", nargs="*", default=None, help="globs of local text files instead of pydoc")
+    ap.add_argument("--max-bytes", type=int, default=100_000_000)
+    a = ap.parse_args()
+    result = build_demo_data(a.out_dir, a.vocab_size, corpus=a.corpus, max_bytes=a.max_bytes)
     print(json.dumps({k: str(v) for k, v in asdict(result).items()}, indent=1))
