@@ -60,6 +60,7 @@ def _register_optional() -> None:
     import importlib
     for mod in ("recurc.commands",
                 "recurc.estimate_cli",
+                "recurc.emit_cli",
                 ):
         try:
             importlib.import_module(mod)
@@ -90,4 +91,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run through the importable module so subcommands registered by recurc.commands & co.
+    # land in the same COMMANDS table (`python -m recurc.cli` would otherwise hold two copies).
+    from recurc.cli import main as _main
+    sys.exit(_main())

@@ -1,0 +1,148 @@
+"""`recurc emit`: the self-contained train_gpt.py, its exact byte count, and its equivalence with
+the runtime (same losses, same artifact bytes) on the demo data, on CPU."""
+from __future__ import annotations
+
+import ast
+import base64
+import json
+import lzma
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from recurc.emit import PACKINGS, emit, emitted_code_bytes
+from recurc.estimate import estimate
+from recurc.plan import make_plan
+from recurc.spec import load_spec
+
+ROOT = Path(__file__).resolve().parents[1]
+SPECS = sorted((ROOT / "specs").glob("*.yaml"))
+TINY = ["model.dim=64", "model.heads=4", "model.kv_heads=2", "model.seq_len=64", "model.vocab_size=1024",
+        "train.tokens_per_step=1024", "train.val_tokens=2048", "train.max_wallclock_seconds=null",
+        "train.warmdown_steps=2", "quant.passthrough_max_numel=1024"]
+STEPS = 3
+
+
+def _plan(spec: Path | str, overrides: list[str] = ()):
+    return make_plan(load_spec(spec, list(overrides)))
+
+
+def _unpacked(src: str) -> str:
+    """The code an lzma-packed script executes."""
+    m = re.search(r'b85decode\("([^"]+)"\)', src)
+    return lzma.decompress(base64.b85decode(m.group(1))).decode() if m else src
+
+
+def _imported_modules(src: str) -> set[str]:
+    out = set()
+    for node in ast.walk(ast.parse(src)):
+        if isinstance(node, ast.Import):
+            out.update(a.name.split(".")[0] for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            assert node.level == 0, "relative import in the emitted script"
+            out.add(node.module.split(".")[0])
+    return out
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=lambda p: p.stem)
+def test_every_spec_emits_compiles_and_imports_no_recurc(spec):
+    plan = _plan(spec)
+    for packing in PACKINGS:
+        src = emit(plan, packing)
+        compile(src, "train_gpt.py", "exec")
+        code = _unpacked(src)
+        compile(code, "train_gpt.py", "exec")
+        mods = _imported_modules(code)
+        allowed = {"__future__", "torch", "numpy", "sentencepiece", "brotli", "zstandard"} | set(sys.stdlib_module_names)
+        assert mods <= allowed, mods - allowed
+        assert not mods & {"recurc", "runtime", "pydantic", "yaml", "lark", "networkx", "rich"}
+    raw = emit(plan, "raw")
+    assert plan.spec.name in raw.splitlines()[0] and plan.canonical_order() in raw
+    q = plan.spec.quant
+    # only the compressor and the features the spec uses
+    for name in ("zlib", "lzma", "zstandard", "brotli"):
+        used = {"zstd": "zstandard"}.get(q.compressor.name, q.compressor.name) == name
+        assert (f"{name}.compress" in raw) == used, name
+    gptq = any(g.gptq for g in q.groups.values())
+    assert ("def gptq_quantize" in raw) == gptq
+    assert ("def exclusive" in raw) == any(l.xsa for p in plan.paths.values() for l in p.layers)
+    assert ("film_scale" in raw) == plan.spec.per_pass.film
+    assert ("def _quantize_ternary" in raw) == any(g.scheme == "ternary" for g in q.groups.values())
+
+
+def test_estimate_counts_the_emitted_script(tmp_path):
+    for packing in PACKINGS:
+        plan = _plan(ROOT / "specs/loop45x2.yaml", ["code.bytes=null", f"code.emit={packing}"])
+        n = len(emit(plan, packing).encode("utf-8"))
+        assert emitted_code_bytes(plan) == n
+        e = estimate(plan, suggest=False)
+        assert e.code_bytes == n and e.total_bytes == e.model_bytes + n
+    out = tmp_path / "train_gpt.py"
+    r = subprocess.run([str(Path(sys.executable).parent / "recurc"), "emit", "specs/loop45x2.yaml", "code.bytes=null",
+                        "code.emit=lzma", "-o", str(out)], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert out.stat().st_size == n and f"lzma {n:,} B" in r.stdout
+
+
+def test_emitted_code_bytes_is_torch_free():
+    code = ("import sys, time; t = time.perf_counter()\n"
+            "from recurc.spec import load_spec; from recurc.plan import make_plan; from recurc.estimate import estimate\n"
+            "p = make_plan(load_spec('specs/baseline.yaml', ['code.bytes=null', 'code.emit=lzma']))\n"
+            "e = estimate(p, suggest=False); assert e.code_bytes > 0\n"
+            "assert 'torch' not in sys.modules, 'torch imported'\n")
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+
+
+# ---------------------------------------------------------------- equivalence on the demo data
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    from runtime.demo import build_demo_data
+    return build_demo_data(tmp_path_factory.getbasetemp() / "demo")
+
+
+def _step_losses(log: Path) -> list[float]:
+    recs = [json.loads(l) for l in log.read_text().splitlines() if l.strip()]
+    return [r["loss"] for r in recs if r.get("event") == "step"]
+
+
+def _export(log: Path) -> dict:
+    recs = [json.loads(l) for l in log.read_text().splitlines() if l.strip()]
+    return next(r for r in recs if r.get("event") == "export")
+
+
+@pytest.mark.parametrize("spec,packing", [("baseline", "raw"), ("loop45x2", "lzma")])
+def test_emitted_script_trains_like_the_runtime(spec, packing, demo, tmp_path):
+    from recurc.measure import measure
+    path = ROOT / "specs" / f"{spec}.yaml"
+    plan = _plan(path, TINY)
+    script = tmp_path / "train_gpt.py"
+    script.write_text(emit(plan, packing), encoding="utf-8")
+    env = {**os.environ, "DATA_PATH": str(demo.out_dir), "TOKENIZER_PATH": str(demo.tokenizer_path),
+           "ITERATIONS": str(STEPS), "OUT_DIR": str(tmp_path / "emitted"), "TRAIN_LOG_EVERY": "1",
+           "DEVICE": "cpu", "COMPILE": "0", "PYTHONPATH": ""}
+    emitted = subprocess.Popen([sys.executable, str(script)], cwd=tmp_path, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    runtime = subprocess.Popen(
+        [sys.executable, "-m", "runtime.train", str(path), *TINY, "--steps", str(STEPS), "--device", "cpu",
+         "--no-compile", "--log-every", "1", "--out", str(tmp_path / "runtime"), "--data", demo.train_pattern,
+         "--val", demo.val_pattern, "--tokenizer", str(demo.tokenizer_path)],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    out_e, _ = emitted.communicate(timeout=120)
+    out_r, _ = runtime.communicate(timeout=120)
+    assert emitted.returncode == 0, out_e[-3000:]
+    assert runtime.returncode == 0, out_r[-3000:]
+    le, lr = _step_losses(tmp_path / "emitted/log.jsonl"), _step_losses(tmp_path / "runtime/log.jsonl")
+    assert len(le) == STEPS and le == pytest.approx(lr, rel=1e-6, abs=1e-6)
+    ex_e, ex_r = _export(tmp_path / "emitted/log.jsonl"), _export(tmp_path / "runtime/log.jsonl")
+    assert ex_e["post_bpb"] == pytest.approx(ex_r["post_bpb"], rel=1e-6)
+    # the artifact the script wrote is what `recurc measure` computes from its checkpoint
+    artifact = tmp_path / "emitted/artifact.bin"
+    m = measure(tmp_path / "emitted/checkpoint.pt", plan)
+    assert artifact.stat().st_size == m.model_bytes == ex_e["model_bytes"] == ex_r["model_bytes"]
+    # and the code bytes it reports are its own size
+    assert ex_e["code_bytes"] == script.stat().st_size == len(emit(plan, packing).encode())
