@@ -152,6 +152,16 @@ class Plan:
             data.pop(k, None)
         data["order"] = self.canonical_order()
         data["blocks"] = [b.name for b in self.blocks] if self.block_names else len(self.blocks)
+        # widths, not how they were written: `mult: 2` and `hidden: 1024` at dim 512 are one MLP
+        model = data["model"]
+        model["mlp"] = {"hidden": self.spec.model.mlp.width(self.spec.model.dim),
+                        "activation": model["mlp"]["activation"],
+                        **({"negative_slope": model["mlp"]["negative_slope"]}
+                           if model["mlp"]["activation"] == "leaky_relu2" else {})}
+        model["rope"]["dims"] = model["rope"]["dims"] or self.spec.model.head_dim
+        if isinstance(data["blocks"], list):
+            data["blocks"] = [{"name": b.name, "mlp_hidden": b.mlp_hidden, "activation": b.activation,
+                               "attn": b.attn, "mlp": b.mlp} for b in self.blocks]
         sched = data["schedule"]
         for key in ("before", "eval_order"):
             if sched.get(key) is not None:

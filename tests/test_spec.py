@@ -125,3 +125,11 @@ def test_schema_is_json_schema():
     out = subprocess.run([sys.executable, "-m", "recurc.cli", "schema"], capture_output=True, text=True, check=True)
     schema = json.loads(out.stdout)
     assert "order" in schema["required"] and "model" in schema["properties"]
+
+
+def test_canonical_plan_ignores_spelling():
+    a = plan_of('name: a\norder: "0..3,(4,5)x2"\nmodel: {mlp: {mult: 2}}\n')
+    b = plan_of('name: b\nmodel: {rope: {dims: 64}, mlp: {hidden: 1024}}\norder: "0,1,2,3,4,5,4,5"\n')
+    assert a.canonical() == b.canonical()
+    c = plan_of('order: "0..3,(4,5)x2"\nmodel: {mlp: {hidden: 1088}}\n')
+    assert c.canonical() != a.canonical()
