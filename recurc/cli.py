@@ -58,7 +58,7 @@ def _schema(p: argparse.ArgumentParser) -> None:
 def _register_optional() -> None:
     """Subcommands that live in their own modules register themselves on import."""
     import importlib
-    for mod in ("recurc.commands",
+    for mod in ("recurc.commands", "recurc.runtime_cli",
                 "recurc.estimate_cli",
                 "recurc.emit_cli",
                 ):

@@ -1,7 +1,8 @@
 """Launch a multi-process run: `recurc train SPEC --gpus N` → torchrun → runtime.train on N ranks.
 
-The launched environment keeps NCCL_NVLS_ENABLE=0: NVLink SHARP multicast (NVLS) needs a fabric
-manager setup that rented single hosts often lack, and NCCL then fails at the first collective.
+The launched environment keeps NCCL_NVLS_ENABLE=0: NVLink multicast (NVLS) is off on shared hosts
+(a program using it can take the host's GPUs out of service for others), and many rented hosts
+lack the fabric manager it needs anyway.
 """
 from __future__ import annotations
 

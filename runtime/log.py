@@ -45,9 +45,17 @@ def format_human(event: str, record: dict[str, Any]) -> str:
     if event != "step":  # rare events: show everything else too
         for key, value in record.items():
             if key not in shown and not isinstance(value, (dict, list)):
-                parts.append(f"{key} {value:,}" if isinstance(value, int) and not isinstance(value, bool)
-                             else f"{key} {value}")
+                parts.append(f"{key} {_short(value)}")
     return " ".join(parts)
+
+
+def _short(value: Any) -> str:
+    """Numbers as a person reads them: 1,234,567 bytes; 1.7447 bpb."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return str(value)
+    if isinstance(value, int):
+        return f"{value:,}"
+    return f"{value:,.0f}" if abs(value) >= 1e4 else f"{value:.4f}"
 
 
 def _jsonable(value: Any) -> Any:

@@ -1,0 +1,45 @@
+"""Subcommands that hand over to runtime/: `recurc train` and `recurc data demo`.
+
+runtime/ depends on recurc, never the reverse, so these import it only when they run."""
+from __future__ import annotations
+
+import argparse
+import json
+
+from .cli import command
+
+
+@command("train", "train a spec (one process, or torchrun with --gpus N); see python -m runtime.train -h")
+def _train(p: argparse.ArgumentParser) -> None:
+    p.add_argument("spec", help="spec YAML file")
+    p.add_argument("--gpus", type=int, default=1, help="processes to launch with torchrun (one per GPU)")
+    p.add_argument("rest", nargs=argparse.REMAINDER,
+                   help="overrides and options passed to runtime.train (--data, --tokenizer, --steps, ...)")
+
+    def run(args) -> int:
+        if args.gpus > 1:
+            from runtime.launch import launch
+            return launch(args.spec, args.gpus, list(args.rest)) or 0
+        from runtime.train import main as train_main
+        return train_main([args.spec, *args.rest])
+    p.set_defaults(run=run)
+
+
+@command("data", "build data: `recurc data demo` writes a tokenizer and shards from text on this machine")
+def _data(p: argparse.ArgumentParser) -> None:
+    p.add_argument("what", choices=["demo"])
+    p.add_argument("--out", default="data/demo")
+    p.add_argument("--vocab-size", type=int, default=1024)
+    p.add_argument("--corpus", nargs="*", default=None,
+                   help="globs of local text files to use instead of Python's pydoc topics")
+    p.add_argument("--max-bytes", type=int, default=100_000_000)
+    p.add_argument("--force", action="store_true")
+
+    def run(args) -> int:
+        from runtime.demo import build_demo_data
+        d = build_demo_data(args.out, args.vocab_size, force=args.force, corpus=args.corpus,
+                            max_bytes=args.max_bytes)
+        print(json.dumps({"tokenizer": str(d.tokenizer_path), "train": d.train_pattern, "val": d.val_pattern,
+                          "train_tokens": d.train_tokens, "val_tokens": d.val_tokens}, indent=1))
+        return 0
+    p.set_defaults(run=run)
