@@ -152,6 +152,9 @@ def main() -> None:
                "step_ms": statistics.median(times), "peak_bytes": main.peak_memory(),
                "tokens_per_step": acc * micro * sseq}
         rows.append(row)
+        print(f"  {spec.name}: {len(paths)} path(s), compile {compile_total:.1f} s, step {row['step_ms']:.1f} ms, "
+              f"{row['tokens_per_step'] / row['step_ms'] * 1e3:,.0f} tok/s, peak {row['peak_bytes'] / 2**30:.2f} GiB",
+              flush=True)
         del model, main, r
         torch.cuda.empty_cache()
     if rows:

@@ -96,21 +96,25 @@ def split_documents(docs: list[str], val_fraction: float) -> tuple[list[str], li
     return train, val
 
 
-def train_tokenizer(docs: list[str], vocab_size: int) -> bytes:
+def train_tokenizer(docs: list[str], vocab_size: int, threads: int = 1) -> bytes:
     """A serialized SentencePiece BPE model trained on `docs` (deterministically)."""
     import sentencepiece as spm
 
     # One line per sentence: SentencePiece caps sentence length, and lines are
     # the natural unit in these docs.
     lines = [line[:4096] for doc in docs for line in doc.split("\n") if line.strip()]
+    # Byte fallback covers rare characters, so a corpus with more distinct characters than the
+    # vocabulary can hold (source code with Unicode in it) keeps only the common ones as pieces.
+    distinct = len(set().union(*map(set, lines))) if lines else 0
+    coverage = 1.0 if distinct < vocab_size // 2 else 0.9995
     model = io.BytesIO()
     try:
         spm.SentencePieceTrainer.train(
             sentence_iterator=iter(lines), model_writer=model, model_type="bpe",
             vocab_size=vocab_size, byte_fallback=True, split_digits=True,
-            character_coverage=1.0, num_threads=1, shuffle_input_sentence=False,
-            # a large corpus trains the tokenizer on its first 2M lines (deterministic)
-            input_sentence_size=0 if len(lines) <= 2_000_000 else 2_000_000, unk_id=UNK_ID, bos_id=BOS_ID, eos_id=EOS_ID, pad_id=-1,
+            character_coverage=coverage, num_threads=threads, shuffle_input_sentence=False,
+            # a large corpus trains the tokenizer on its first 1M lines
+            input_sentence_size=0 if len(lines) <= 1_000_000 else 1_000_000, unk_id=UNK_ID, bos_id=BOS_ID, eos_id=EOS_ID, pad_id=-1,
             minloglevel=2)
     except RuntimeError as e:  # e.g. a vocab too small for bytes + characters
         raise ValueError(f"SentencePiece training failed for vocab_size={vocab_size}: {e}") from e
@@ -174,7 +178,8 @@ def build_demo_data(out_dir: str | os.PathLike, vocab_size: int = 1024,
 
     docs = corpus_documents(corpus, max_bytes) if corpus else demo_documents()
     train_docs, val_docs = split_documents(docs, val_fraction)
-    proto = train_tokenizer(train_docs, vocab_size)
+    # the pydoc demo trains on one thread (bit-for-bit reproducible); a corpus uses every core
+    proto = train_tokenizer(train_docs, vocab_size, threads=(os.cpu_count() or 1) if corpus else 1)
     train_ids = encode_documents(proto, train_docs)
     val_ids = encode_documents(proto, val_docs)
 
