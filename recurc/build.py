@@ -210,3 +210,9 @@ def build(spec_or_plan: Spec | Plan, device: str | torch.device | None = None) -
             return RecurrentLM(plan)
     model = RecurrentLM(plan)
     return model.to(device) if device is not None else model
+
+
+# `recurc.build(...)`: the module itself is callable (see recurc/_callable.py).
+from ._callable import make_module_callable  # noqa: E402
+
+make_module_callable(__name__, build)

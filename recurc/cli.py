@@ -46,6 +46,23 @@ def _show(p: argparse.ArgumentParser) -> None:
     p.set_defaults(run=run)
 
 
+@command("build", "build the torch module of a spec (meta device: no memory) and print its summary")
+def _build(p: argparse.ArgumentParser) -> None:
+    _spec_args(p)
+    p.add_argument("--device", default="meta", help="meta (default), cpu or cuda")
+
+    def run(args) -> int:
+        from .build import build
+        plan = _plan(args)
+        model = build(plan, device=args.device)
+        print(model)
+        total = sum(t.numel() for t in model.parameters())
+        print(f"\n{len(model.state_dict())} tensors, {total:,} parameters (Plan: {plan.unique_params:,}); "
+              + ", ".join(f"path {name}: {len(runs)} virtual layers" for name, runs in model.runs.items()))
+        return 0
+    p.set_defaults(run=run)
+
+
 @command("schema", "print the JSON Schema of a spec (for editors)")
 def _schema(p: argparse.ArgumentParser) -> None:
     def run(args) -> int:

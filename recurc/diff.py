@@ -325,10 +325,7 @@ def print_diff(d: PlanDiff, console=None) -> None:
         con.print(t)
 
 
-# `recurc.diff(...)` (the notebook API): the module itself is callable and calls diff().
-class _CallableModule(__import__("types").ModuleType):
-    def __call__(self, *args, **kwargs):
-        return diff(*args, **kwargs)
+# `recurc.diff(...)`: the module itself is callable (see recurc/_callable.py).
+from ._callable import make_module_callable  # noqa: E402
 
-
-__import__("sys").modules[__name__].__class__ = _CallableModule
+make_module_callable(__name__, diff)

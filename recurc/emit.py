@@ -47,6 +47,7 @@ PACKINGS = ("raw", "minified", "lzma")
 # Source modules, in the order their sections appear in the script.
 SOURCES: tuple[tuple[str, str, str], ...] = (
     ("recurc.errors", "recurc/errors.py", "errors"),
+    ("recurc.atomic", "recurc/atomic.py", "atomic file writes"),
     ("recurc.quantspec", "recurc/quantspec.py", "quantization settings"),
     ("recurc.nn.layers", "recurc/nn/layers.py", "layers"),
     ("recurc.build", "recurc/build.py", "the model: execution paths walked as static tuples"),

@@ -403,3 +403,9 @@ def _combined(plan: Plan, trial: _Trial, ints: dict[str, Any]) -> Suggestion | N
                 return _suggestion("combined", "; ".join(labels + change), ov, e)
         if not moved:
             return None
+
+
+# `recurc.estimate(...)`: the module itself is callable (see recurc/_callable.py).
+from ._callable import make_module_callable  # noqa: E402
+
+make_module_callable(__name__, estimate)

@@ -12,9 +12,9 @@ import html
 import os
 import shutil
 import subprocess
-import tempfile
 from pathlib import Path
 
+from .atomic import atomic_write
 from .plan import Plan
 
 # colour-blind-safe pastel fills (one per physical block, cycling) and their border colours
@@ -270,25 +270,6 @@ def render(plan: Plan, fmt: str = "dot") -> str | bytes:
     raise ValueError(f"unknown format {fmt!r}")
 
 
-def write_atomic(path: str | Path, data: str | bytes) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data.encode() if isinstance(data, str) else data)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
 SUFFIX = {".dot": "dot", ".gv": "dot", ".mmd": "mermaid", ".mermaid": "mermaid", ".png": "png", ".svg": "svg"}
 
 
@@ -308,5 +289,5 @@ def render_to(plan: Plan, fmt: str | None, output: str | None) -> int:
     if output is None:
         sys.stdout.write(data)  # type: ignore[arg-type]
     else:
-        write_atomic(output, data)
+        atomic_write(output, data)
     return 0

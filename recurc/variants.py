@@ -24,13 +24,13 @@ import itertools
 import json
 import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from pydantic import ValidationError
 
+from .atomic import atomic_write
 from .errors import SpecError
 from .order import format_order
 from .plan import Plan, make_plan
@@ -591,24 +591,6 @@ def _run(axes: list[_Axis], total: int, workers: int, progress: bool) -> list:
 
 
 # ---------------------------------------------------------------- outputs
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
 def spec_yaml(v: Variant) -> str:
     import yaml
     head = (f"# recurc variant {v.name} (rank {v.rank})\n# " +
@@ -625,13 +607,13 @@ def write_specs(vs: list[Variant], folder: str | Path, *, include_failed: bool =
         if not v.passed and not include_failed:
             continue
         p = folder / f"{v.name}.yaml"
-        _atomic_write(p, spec_yaml(v))
+        atomic_write(p, spec_yaml(v))
         paths.append(p)
     return paths
 
 
 def write_json(vs: list[Variant], path: str | Path, stats: dict | None = None) -> None:
-    _atomic_write(Path(path), json.dumps({"stats": stats or {}, "variants": [v.to_dict() for v in vs]},
+    atomic_write(Path(path), json.dumps({"stats": stats or {}, "variants": [v.to_dict() for v in vs]},
                                          indent=2, default=str))
 
 
@@ -664,10 +646,7 @@ def print_table(vs: list[Variant], stats: dict | None = None, limit: int = 40, c
         con.print("constraints: " + "; ".join(stats["constraints"]))
 
 
-# `recurc.variants(...)` (the notebook API): the module itself is callable and calls variants().
-class _CallableModule(__import__("types").ModuleType):
-    def __call__(self, *args, **kwargs):
-        return variants(*args, **kwargs)
+# `recurc.variants(...)`: the module itself is callable (see recurc/_callable.py).
+from ._callable import make_module_callable  # noqa: E402
 
-
-__import__("sys").modules[__name__].__class__ = _CallableModule
+make_module_callable(__name__, variants)

@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import glob
 import os
-import tempfile
 from pathlib import Path
 from typing import Iterator, Sequence
 
 import numpy as np
 import torch
+
+from recurc.atomic import atomic_write
 
 SHARD_MAGIC = 20240520
 SHARD_VERSION = 1
@@ -53,21 +54,7 @@ def write_shard(path: PathLike, tokens: Sequence[int] | np.ndarray | torch.Tenso
     arr = _validated_tokens(path, tokens)
     header = np.zeros(HEADER_INTS, dtype="<i4")
     header[0], header[1], header[2] = SHARD_MAGIC, SHARD_VERSION, arr.size
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(header.tobytes())
-            f.write(arr.astype(TOKEN_DTYPE, copy=False).tobytes())
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; shards are ordinary data files
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    return atomic_write(path, header.tobytes() + arr.astype(TOKEN_DTYPE, copy=False).tobytes())
 
 
 def _validated_tokens(path: Path, tokens: Sequence[int] | np.ndarray | torch.Tensor) -> np.ndarray:

@@ -131,11 +131,3 @@ def test_suggestion_kinds():
     assert not e.fits
     assert any(s.kind == "loops" for s in e.suggestions), [s.change for s in e.suggestions]
 
-
-def test_code_emit_needs_recurc_emit():
-    import importlib.util
-    if importlib.util.find_spec("recurc.emit") is not None:
-        pytest.skip("recurc.emit exists")
-    plan = make_plan(load_spec(SPECS / "baseline.yaml", ["code.bytes=null", "code.emit=raw"]))
-    with pytest.raises(SpecError, match="recurc.emit"):
-        estimate(plan)
