@@ -66,17 +66,22 @@ def demo_documents(min_chars: int = DOC_MIN_CHARS) -> list[str]:
     """
     from pydoc_data.topics import topics
 
-    docs: list[str] = []
-    for key in sorted(topics):
-        current: list[str] = []
-        for para in topics[key].split("\n\n"):
-            current.append(para)
-            if sum(map(len, current)) >= min_chars:
-                docs.append("\n\n".join(current))
-                current = []
-        if current:
-            docs.append("\n\n".join(current))
+    docs = [doc for key in sorted(topics) for doc in cut_documents(topics[key], min_chars)]
     return [d for d in docs if d.strip()]
+
+
+def cut_documents(text: str, min_chars: int) -> list[str]:
+    """Runs of blank-line-separated paragraphs of at least `min_chars` characters."""
+    docs: list[str] = []
+    current: list[str] = []
+    for para in text.split("\n\n"):
+        current.append(para)
+        if sum(map(len, current)) >= min_chars:
+            docs.append("\n\n".join(current))
+            current = []
+    if current:
+        docs.append("\n\n".join(current))
+    return docs
 
 
 def split_documents(docs: list[str], val_fraction: float) -> tuple[list[str], list[str]]:
@@ -148,14 +153,7 @@ def corpus_documents(patterns: list[str], max_bytes: int, min_chars: int = DOC_M
             text = Path(path).read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError):
             continue
-        current: list[str] = []
-        for para in text.split("\n\n"):
-            current.append(para)
-            if sum(map(len, current)) >= min_chars:
-                docs.append("\n\n".join(current))
-                current = []
-        if current:
-            docs.append("\n\n".join(current))
+        docs += cut_documents(text, min_chars)
         total += len(text)
         if total >= max_bytes:
             break
