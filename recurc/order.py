@@ -120,6 +120,20 @@ class Order:
         trees = [self.encoder] + ([self.decoder] if self.decoder is not None else [])
         return [loop for t in trees for loop in _loops(t)]
 
+    def column_of(self, ref: Ref) -> int | None:
+        """1-based column in the source text where `ref` is first written (None if generated)."""
+        def walk(node: Node | None) -> int | None:
+            if isinstance(node, Leaf):
+                return node.col if node.ref == ref else None
+            if isinstance(node, Span):
+                return node.col if isinstance(ref, int) and node.lo <= ref <= node.hi and node.col else None
+            if isinstance(node, Seq):
+                return next((c for c in map(walk, node.items) if c), None)
+            if isinstance(node, Loop):
+                return walk(node.body)
+            return None
+        return walk(self.encoder) or walk(self.decoder)
+
     def with_loop_count(self, count: int) -> "Order":
         """The same order with its single loop run `count` times (progressive depth, K' > K).
 

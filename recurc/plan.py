@@ -189,18 +189,24 @@ def _resolve_blocks(spec: Spec, refs: set[Ref]) -> tuple[list[BlockSpec], dict[s
 
 
 def _check_refs(order: Order, n: int, names: dict[str, int], where: str | None, text: str) -> tuple[int, ...]:
+    def error(message: str, ref: Ref, hint: str) -> SpecError:
+        col = order.column_of(ref)
+        if col is None or not text:
+            return SpecError(f"order {text!r} {message}", where=where, hint=hint)
+        return SpecError(f"the order {message}", where=f"{where or '<order>'}:{col}",
+                         snippet=f"  {text}\n  {' ' * (col - 1)}^", hint=hint)
+
     out = []
     for ref in order.layers:
         if isinstance(ref, str):
             if ref not in names:
-                known = ", ".join(names) or "none"
-                raise SpecError(f"order {text!r} names block {ref}, which does not exist", where=where,
-                                hint=f"declared blocks: {known}")
+                raise error(f"names block {ref}, which does not exist", ref,
+                            f"declared blocks: {', '.join(names) or 'none'}")
             out.append(names[ref])
         else:
             if ref >= n:
-                raise SpecError(f"order {text!r} runs block {ref}, but there are only {n} blocks (0..{n - 1})",
-                                where=where, hint="raise `blocks:` or fix the index")
+                raise error(f"runs block {ref}, but there are only {n} blocks (0..{n - 1})", ref,
+                            "raise `blocks:` or fix the index")
             out.append(ref)
     return tuple(out)
 
@@ -242,8 +248,14 @@ def make_plan(spec: Spec) -> Plan:
     if sched.loops_at is not None and sched.before is None:
         flat = ",".join(b.name for b in block_specs) if named else f"0..{n_blocks - 1}" if n_blocks > 1 else "0"
         orders["before"] = parse_order(flat, origin="<flat order>")
-    resolved = {k: _check_refs(o, n_blocks, name_index, spec.where("order") if k == "main" else None, o.canonical())
-                for k, o in orders.items()}
+    sources = {k: (spec.order, spec.where("order")) for k in orders}  # loop-count rewrites of `order`
+    if sched.before is not None:
+        sources["before"] = (sched.before, spec.where("schedule", "before"))
+    if sched.eval_order is not None:
+        sources["eval"] = (sched.eval_order, spec.where("schedule", "eval_order"))
+    if sched.loops_at is not None and sched.before is None:
+        sources["before"] = (orders["before"].canonical(), "<flat order>")
+    resolved = {k: _check_refs(o, n_blocks, name_index, sources[k][1], sources[k][0]) for k, o in orders.items()}
     used = set().union(*resolved.values())
     unused = [i for i in range(n_blocks) if i not in used]
     if unused:

@@ -99,7 +99,7 @@ def test_overrides_change_fields():
     ("order: '0..8'\nquant: {compressor: {name: gzip}}\n", "<spec>:2:28", "compressor.name"),
     ("order: '0..8'\nblocks: 4\n", "<spec>:1:8", "only 4 blocks"),
     ("order: '0..8,(1,2)x0'\n", "<spec>:1:8:12", "at least 1"),
-    ("blocks: [A, B]\norder: 'A,C'\n", "<spec>:2:8", "does not exist"),
+    ("blocks: [A, B]\norder: 'A,C'\n", "<spec>:2:8:3", "does not exist"),
     ("blocks: [A, B, A]\norder: 'A,B'\n", "<spec>:1:9", "unique"),
     ("order: '0..8'\nx: &a [1]\ny: *a\n", "<spec>:2:4", "aliases"),
     ("order: [0, 1]\n", "<spec>:1:8", "string"),
