@@ -176,7 +176,9 @@ def _make_order(enc: Node, dec: Node | None, *, origin: str, text: str) -> Order
 @lru_cache(maxsize=1)
 def _parser() -> Lark:
     grammar = (Path(__file__).with_name("order.lark")).read_text()
-    return Lark(grammar, start="order", parser="lalr", propagate_positions=False, maybe_placeholders=False)
+    # cache=True keeps the LALR tables in a temp file keyed by the grammar's hash (~40 ms per process)
+    return Lark(grammar, start="order", parser="lalr", propagate_positions=False, maybe_placeholders=False,
+                cache=True)
 
 
 class _ToAst(Transformer):
