@@ -7,6 +7,7 @@ import argparse
 import json
 
 from .cli import command
+from .errors import SpecError
 
 
 @command("train", "train a spec (one process, or torchrun with --gpus N); see python -m runtime.train -h")
@@ -17,12 +18,31 @@ def _train(p: argparse.ArgumentParser) -> None:
                    help="overrides and options passed to runtime.train (--data, --tokenizer, --steps, ...)")
 
     def run(args) -> int:
-        if args.gpus > 1:
+        gpus, rest = _take_gpus(list(args.rest), args.gpus)
+        if gpus > 1:
             from runtime.launch import launch
-            return launch(args.spec, args.gpus, list(args.rest)) or 0
+            return launch(args.spec, gpus, rest) or 0
         from runtime.train import main as train_main
-        return train_main([args.spec, *args.rest])
+        return train_main([args.spec, *rest])
     p.set_defaults(run=run)
+
+
+def _take_gpus(rest: list[str], default: int) -> tuple[int, list[str]]:
+    """`--gpus N` may come after the spec, among runtime.train's own options: take it out."""
+    gpus, out, i = default, [], 0
+    while i < len(rest):
+        if rest[i] == "--gpus" and i + 1 < len(rest):
+            value, i = rest[i + 1], i + 2
+        elif rest[i].startswith("--gpus="):
+            value, i = rest[i].split("=", 1)[1], i + 1
+        else:
+            out.append(rest[i])
+            i += 1
+            continue
+        if not value.isdigit() or int(value) < 1:
+            raise SpecError(f"--gpus takes a positive number of processes, got {value!r}", where="<command line>")
+        gpus = int(value)
+    return gpus, out
 
 
 @command("data", "build data: `recurc data demo` writes a tokenizer and shards from text on this machine")
