@@ -42,7 +42,7 @@ class LayerRun:
     prev_pass: int | None
     norm_scale: float
     residual_scale: float
-    depth_row: bool             # add the sinusoidal depth encoding
+    depth_row: int | None       # row of the sinusoidal depth encoding to add, if any
     cross_repeat: bool
 
 
@@ -124,7 +124,6 @@ class RecurrentLM(nn.Module):
 
     def _runs(self, path: str) -> tuple[LayerRun, ...]:
         out = []
-        pp = self.plan.spec.per_pass
         for layer in self.plan.paths[path].layers:
             own = self._module(layer.per_pass) if layer.per_pass else None
             out.append(LayerRun(
@@ -132,7 +131,7 @@ class RecurrentLM(nn.Module):
                 scalars=self._module(layer.scalars), own=own, parallel=layer.parallel, xsa=layer.xsa,
                 skip_slot=layer.skip_slot, skip_from=layer.skip_from, prev_pass=layer.prev_pass,
                 norm_scale=layer.norm_scale, residual_scale=layer.residual_scale,
-                depth_row=self.sinusoidal and (pp.scope == "all" or layer.passes > 1),
+                depth_row=layer.depth_index if self.sinusoidal else None,
                 cross_repeat=own is not None and layer.prev_pass is not None and hasattr(own, "cross_repeat"),
             ))
         return tuple(out)
@@ -157,8 +156,8 @@ class RecurrentLM(nn.Module):
 
     def _layer(self, run: LayerRun, x: Tensor, x0: Tensor, outs: list[Tensor]) -> Tensor:
         own = run.own
-        if run.depth_row:
-            x = x + self.depth_table[run.index].to(x.dtype)
+        if run.depth_row is not None:
+            x = x + self.depth_table[run.depth_row].to(x.dtype)
         if own is not None:
             if hasattr(own, "iter_emb"):
                 x = x + own.iter_emb.to(x.dtype)

@@ -446,7 +446,7 @@ def _fold_env(plan: Plan) -> dict[str, Any]:
     uniform("run.residual_scale != 1.0", (l.residual_scale != 1.0 for l in layers))
     uniform("run.skip_slot is not None", (l.skip_slot is not None for l in layers))
     sinus = pp.iteration_embedding == "sinusoidal"
-    uniform("run.depth_row", (sinus and (pp.scope == "all" or l.passes > 1) for l in layers))
+    uniform("run.depth_row is not None", (sinus and l.depth_index is not None for l in layers))
     env["self.sinusoidal"] = sinus
     env["pp.iteration_embedding == 'sinusoidal'"] = sinus
     uniform("run.cross_repeat", (l.per_pass is not None and l.prev_pass is not None

@@ -52,6 +52,7 @@ class VirtualLayer:
     prev_pass: int | None        # virtual index of the same block's previous pass
     norm_scale: float            # 1/sqrt(physical index + 1) when model.norm_scale asks for it
     residual_scale: float        # 1/sqrt(K) when per_pass.residual_scale asks for it
+    depth_index: int | None      # row of the sinusoidal depth encoding: the main order's (block, pass)
 
 
 @dataclass(frozen=True)
@@ -275,12 +276,22 @@ def make_plan(spec: Spec) -> Plan:
         main_owner[(b, seen.get(b, 0))] = v
         seen[b] = seen.get(b, 0) + 1
 
-    has_per_pass = pp.block_scalars or pp.iteration_embedding == "learned" or pp.film or pp.timestep_scale \
-        or pp.cross_repeat_scale
+    for name, seq in resolved.items():
+        missing = sorted({b for b in seq if b not in counts_main})
+        if missing:
+            label = blocks[missing[0]].name
+            raise SpecError(f"the {name} order runs block {label}, which the main order never runs",
+                            where=sources[name][1], hint="per-pass tensors and skips are defined by `order`; "
+                            "every block a schedule runs must appear there")
+
+    # tensors a pass owns besides its block scalars and cross-repeat scale (which only later passes have)
+    has_per_pass = pp.iteration_embedding == "learned" or pp.film or pp.timestep_scale
     untie = {"attention": "mlp", "mlp": "attn"}.get(spec.sharing)
 
-    def pass_owner(b: int, k: int) -> int:
-        return main_owner[(b, min(k, counts_main[b] - 1))]
+    def pass_owner(b: int, k: int) -> tuple[int, int, int]:
+        """(owning virtual layer of the main order, its pass index there, the main order's K)."""
+        main_k = min(k, counts_main[b] - 1)
+        return main_owner[(b, main_k)], main_k, counts_main[b]
 
     paths: dict[str, ExecPath] = {}
     for name, seq in resolved.items():
@@ -378,15 +389,17 @@ def _make_path(name, order, seq, spec, blocks, n_blocks, in_scope, pass_owner, h
         limit = n if f.index == "virtual" else n_blocks
         decoder_i = v - split
         skip_slot = decoder_i if 0 <= decoder_i < n_skips else None
-        owner_v = pass_owner(b, k)
+        owner_v, main_k, main_passes = pass_owner(b, k)
         scoped = in_scope(b)
         own = f"passes.{owner_v}"
         blk = blocks[b]
         attn, mlp = blk.attn, blk.mlp
-        if untie == "mlp" and k > 0 and scoped:
+        # a later pass runs its own sub-module only where the main order has one for it
+        if untie == "mlp" and main_k > 0 and scoped:
             mlp = f"{own}.mlp"
-        if untie == "attn" and k > 0 and scoped:
+        if untie == "attn" and main_k > 0 and scoped:
             attn = f"{own}.attn"
+        stores = has_per_pass or (pp.cross_repeat_scale and main_k > 0)
         layers.append(VirtualLayer(
             index=v, block=b, pass_index=k, passes=counts[b],
             side="encoder" if v < split else "decoder",
@@ -395,10 +408,12 @@ def _make_path(name, order, seq, spec, blocks, n_blocks, in_scope, pass_owner, h
             xsa=f.xsa_last > 0 and idx >= limit - f.xsa_last,
             attn=attn, mlp=mlp,
             scalars=own if (pp.block_scalars and scoped) else f"blocks.{blk.name}",
-            per_pass=own if (has_per_pass and scoped) else None,
+            per_pass=own if (stores and scoped) or (pp.block_scalars and scoped) else None,
             prev_pass=last_v.get(b),
             norm_scale=1 / math.sqrt(b + 1) if m.norm_scale == "inv_sqrt_layer" else 1.0,
-            residual_scale=1 / math.sqrt(counts[b]) if pp.residual_scale == "inv_sqrt_k" else 1.0,
+            # K of the main order, so a schedule's other orders run the scale the model ends with
+            residual_scale=1 / math.sqrt(main_passes) if pp.residual_scale == "inv_sqrt_k" else 1.0,
+            depth_index=owner_v if scoped else None,
         ))
         last_v[b] = v
     return ExecPath(name, order, tuple(layers), n_skips)

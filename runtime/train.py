@@ -464,6 +464,7 @@ class Trainer:
         """EMA weights in, final validation, ranks' agreement, export."""
         if self.ema is not None:
             self.ema.copy_to(self.base)
+            self.save()  # the final checkpoint holds the weights that are exported (for `recurc measure`)
             last_val = self.validate()
         if last_val is None:
             last_val = self.validate()
@@ -558,7 +559,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             progress=args.progress if args.progress is not None else sys.stderr.isatty(), model=args.model)
         log = RunLogger(cfg.log_json, rank=d.rank, progress=cfg.progress)
         try:
-            Trainer(cfg, spec, plan, d, log).run()
+            try:
+                trainer = Trainer(cfg, spec, plan, d, log)
+            except ValueError as exc:  # settings that cannot run here (e.g. tokens_per_step vs ranks)
+                print(f"error: {exc}", file=sys.stderr)
+                return 2
+            trainer.run()
         finally:
             log.close()
     finally:

@@ -87,3 +87,32 @@ def test_every_spec_compiles_fullgraph_without_recompiles(path, backend):
                 opt.step()
     assert not dynamo.utils.counters["graph_break"]
     assert dynamo.utils.counters["stats"]["unique_graphs"] == 0  # nothing new was traced after warm-up
+
+
+@pytest.mark.parametrize("feature", ["per_pass.cross_repeat_scale=true", "per_pass.iteration_embedding=learned",
+                                     "per_pass.iteration_embedding=sinusoidal", "per_pass.film=true",
+                                     "per_pass.timestep_scale=true", "per_pass.block_scalars=true",
+                                     "per_pass.residual_scale=inv_sqrt_k", "sharing=attention", "sharing=mlp"])
+@pytest.mark.parametrize("scope", ["looped", "all"])
+def test_each_per_pass_feature_alone_builds_and_trains(feature, scope):
+    spec = load_spec(ROOT / "specs/baseline.yaml", TINY + ["order=0..3,4x2,5..8", feature, f"per_pass.scope={scope}",
+                                                           "schedule.eval_repeats=3"])
+    model = build(spec)
+    assert sum(p.numel() for p in model.parameters()) == model.plan.unique_params
+    idx = torch.randint(0, 64, (2, 16))
+    for path in model.runs:
+        model.zero_grad()
+        model(idx, torch.roll(idx, -1, 1), path=path).backward()
+
+
+def test_schedule_orders_only_run_blocks_of_the_main_order():
+    from recurc.errors import SpecError
+    with pytest.raises(SpecError, match="main order never runs"):
+        make_plan(load_spec(ROOT / "specs/baseline.yaml", TINY + ["order=0,(1,2)x2", "blocks=4",
+                                                                   "schedule.eval_order=0,(1,2)x2,3"]))
+    # a block run once in `order` but twice at evaluation reuses its own (untied) sub-modules
+    plan = make_plan(load_spec(ROOT / "specs/baseline.yaml", TINY + ["order=0,1,2", "blocks=3", "sharing=attention",
+                                                                      "per_pass.scope=all",
+                                                                      "schedule.eval_order=0,1,1,2"]))
+    assert all(layer.mlp.startswith("blocks.") for layer in plan.paths["eval"].layers)
+    build(plan)(torch.randint(0, 64, (1, 16)), path="eval")
