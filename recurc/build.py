@@ -107,6 +107,8 @@ class RecurrentLM(nn.Module):
         if not m.tied_embeddings:
             self.lm_head = nn.Linear(m.dim, m.vocab_size, bias=False)
             nn.init.zeros_(self.lm_head.weight)
+        # marks the head's input, so export can hook it for GPTQ of a tied embedding (no tensors)
+        self.head_in = nn.Identity()
 
         head_dim = m.head_dim
         self.rotary = Rotary(m.rope.dims or head_dim, m.rope.base, m.seq_len)
@@ -191,7 +193,7 @@ class RecurrentLM(nn.Module):
         return update * run.residual_scale if run.residual_scale != 1.0 else update
 
     def _head(self, x: Tensor, targets: Tensor | None) -> Tensor:
-        x = rms_norm(x)
+        x = self.head_in(rms_norm(x))
         weight = self.lm_head.weight if hasattr(self, "lm_head") else self.tok_emb.weight
         logits = F.linear(x, weight.to(x.dtype)).float()
         if self.softcap is not None:

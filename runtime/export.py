@@ -92,9 +92,11 @@ def collect_hessians(model: nn.Module, names: Iterable[str], batches: Iterable[t
             counts[pname] += x.shape[0]
         return hook
 
+    tied = not hasattr(model, "lm_head")
     for mname, mod in model.named_modules():  # a shared module is listed once, under its first name
-        pname = f"{mname}.weight"
-        if isinstance(mod, nn.Linear) and pname in wanted:
+        # a tied embedding is the head's matrix: its input statistics are those of `head_in`
+        pname = "tok_emb.weight" if mname == "head_in" and tied else f"{mname}.weight"
+        if (isinstance(mod, nn.Linear) or mname == "head_in") and pname in wanted:
             handles.append(mod.register_forward_hook(hook_for(pname)))
     was_training = model.training
     model.eval()

@@ -61,3 +61,12 @@ def test_hessians_accumulate_over_shared_passes():
     assert h.shape == (128, 128) and np.allclose(h, h.T) and np.all(np.linalg.eigvalsh(h) > -1e-4)
     assert set(state_arrays(model, plan)) == {p.name for p in plan.params}
     assert predicted_bytes(plan)[0] is not None
+
+
+def test_tied_embedding_gets_a_hessian_from_the_head_input():
+    gptq_int8 = "{scheme: int, bits: 8, clip: {kind: std, value: 20}, gptq: true}"
+    plan = make_plan(load_spec(TINY, [*FAST, f"quant.groups.embeddings={gptq_int8}"]))
+    model = build_model(plan, torch.device("cpu"))
+    x = torch.randint(0, 1024, (2, 64))
+    hess, missing = collect_hessians(model, ["tok_emb.weight"], [(x, x)], "main", torch.device("cpu"))
+    assert not missing and hess["tok_emb.weight"].shape == (128, 128)
