@@ -114,34 +114,12 @@ def collect_hessians(model: nn.Module, names: Iterable[str], batches: Iterable[t
 
 # ---------------------------------------------------------------------------- size prediction
 def predicted_bytes(plan: Plan) -> tuple[dict[str, float] | None, str]:
-    """The size prediction for this Plan: recurc.estimate if it exists, else recurc.sizemodel's
-    predict() over the Plan's tensors. Returns ({model, low, high}, source) or (None, why)."""
-    try:
-        from recurc.estimate import estimate
-    except ModuleNotFoundError as exc:
-        if exc.name != "recurc.estimate":
-            raise
-    else:
-        e = estimate(plan)
-        for attr in ("model_bytes", "compressed_bytes", "artifact_model_bytes"):
-            v = getattr(e, attr, None)
-            if isinstance(v, (int, float)):
-                out = {"model": float(v)}
-                for k in ("low", "high"):
-                    if isinstance(getattr(e, f"model_bytes_{k}", None), (int, float)):
-                        out[k] = float(getattr(e, f"model_bytes_{k}"))
-                return out, "recurc.estimate"
-        size = getattr(e, "size", None) or getattr(e, "bytes", None)
-        if size is not None and isinstance(getattr(size, "total", None), (int, float)):
-            return {"model": float(size.total), "low": float(getattr(size, "low", size.total)),
-                    "high": float(getattr(size, "high", size.total))}, "recurc.estimate"
-        return None, f"recurc.estimate returned {type(e).__name__} without a model-bytes field this export knows"
-    try:
-        from recurc.sizemodel import predict
-    except ImportError:
-        return None, "no recurc.estimate or recurc.sizemodel: prediction skipped"
-    est = predict([(p.name, p.shape, p.group) for p in plan.params], plan.spec.quant)
-    return {"model": est.total, "low": est.low, "high": est.high}, "recurc.sizemodel.predict (no recurc.estimate yet)"
+    """recurc's size prediction for this Plan, made before training: ({model, low, high}, source)."""
+    from recurc.estimate import estimate
+
+    e = estimate(plan, suggest=False)
+    return {"model": float(e.model_bytes), "low": float(e.model_bytes_low),
+            "high": float(e.model_bytes_high)}, "recurc.estimate"
 
 
 # ---------------------------------------------------------------------------- artifact
