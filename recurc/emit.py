@@ -544,7 +544,7 @@ def _compiled_spec(plan: Plan, version: str, h: str) -> str:
     w(")\n")
     w("# Execution paths, unrolled: one Layer record per virtual layer, in execution order.\n")
     w("# Layer(index, block, passes, attn, mlp, scalars, per_pass, parallel, xsa, skip_slot, skip_from,\n")
-    w("#       prev_pass, norm_scale, residual_scale)\n")
+    w("#       prev_pass, norm_scale, residual_scale, depth_index)\n")
     w("PATHS = {\n")
     for name, path in plan.paths.items():
         w(f"    # {name}: {plan.canonical_order(name)}\n")
@@ -552,7 +552,7 @@ def _compiled_spec(plan: Plan, version: str, h: str) -> str:
         for l in path.layers:
             w(f"        Layer({l.index}, {l.block}, {l.passes}, {l.attn!r}, {l.mlp!r}, {l.scalars!r}, {l.per_pass!r}, "
               f"{l.parallel}, {l.xsa}, {l.skip_slot!r}, {l.skip_from!r}, {l.prev_pass!r}, {l.norm_scale!r}, "
-              f"{l.residual_scale!r}),\n")
+              f"{l.residual_scale!r}, {l.depth_index!r}),\n")
         w("    )),\n")
     w("}\n")
     phases = ", ".join(f"Phase({ph.start!r}, {ph.path!r})" for ph in plan.phases)
@@ -569,12 +569,12 @@ NS = SimpleNamespace
 ParamInfo = namedtuple("ParamInfo", "name shape group owner")
 BlockInfo = namedtuple("BlockInfo", "index name mlp_hidden activation attn mlp")
 Layer = namedtuple("Layer", "index block passes attn mlp scalars per_pass parallel xsa skip_slot skip_from "
-                            "prev_pass norm_scale residual_scale")
+                            "prev_pass norm_scale residual_scale depth_index")
 Phase = namedtuple("Phase", "start path")
 '''
 
 _TEMPLATE_MAIN = '''\
-def build_model(plan, device: torch.device, kind: str = "build") -> nn.Module:
+def build_model(plan, device: torch.device) -> nn.Module:
     """The spec's model, fp32, on `device`."""
     return RecurrentLM(plan).to(device)
 
@@ -594,7 +594,7 @@ def main() -> int:
             val=os.path.join(args.data_path, "fineweb_val_*.bin"), tokenizer=args.tokenizer_path, out=out,
             resume=args.resume, compile=args.compile, warmup=args.compile, log_json=out / "log.jsonl",
             log_every=max(1, args.log_every), val_every=args.val_every, ckpt_every=0,
-            micro_tokens=args.micro_tokens, export=True, progress=False, model="build")
+            micro_tokens=args.micro_tokens, export=True, progress=False)
         log = RunLogger(cfg.log_json, rank=d.rank, progress=False)
         try:
             Trainer(cfg, SPEC, PLAN, d, log).run()

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
-import importlib.util
 import json
 import math
 import os
@@ -138,75 +137,10 @@ def barrier(d: Dist) -> None:
 
 
 # ============================================================================ the model
-def _reference_module():
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "reference.py"
-    spec = importlib.util.spec_from_file_location("recurc_benchmarks_reference", path)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # dataclasses needs the module registered
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def reference_model(plan: Plan) -> nn.Module:
-    """A stand-in for recurc.build while it is written: benchmarks/reference.py's blocks walked in
-    the order of each Plan path. Covers block sharing, U-Net skips and the baseline's layer; any
-    other feature needs recurc.build."""
-    s = plan.spec
-    m = s.model
-    unsupported = [what for what, on in (
-        ("per-pass parameters", any(p.group == "per_pass" for p in plan.params)),
-        ("partial sharing", s.sharing != "block"), ("features", s.features.index is not None),
-        ("gated skips", s.skips == "gated_unet"), ("untied embeddings", not m.tied_embeddings),
-        ("activation " + m.mlp.activation, m.mlp.activation != "relu2"),
-        ("partial RoPE", m.rope.dims is not None), ("norm_scale", m.norm_scale != "none"),
-        ("named or per-block MLPs", isinstance(s.blocks, list)),
-        ("non-integer mlp.mult", m.mlp.width(m.dim) % m.dim != 0),
-        ("rope base / softcap / q_gain other than the baseline's",
-         (m.rope.base, m.logit_softcap, m.q_gain_init) != (10000.0, 30.0, 1.5)),
-    ) if on]
-    if unsupported:
-        raise NotImplementedError(f"the reference stand-in cannot build {', '.join(unsupported)}; "
-                                  "this needs recurc.build")
-    ref = _reference_module()
-
-    class PlanReference(ref._RefBase):
-        def __init__(self) -> None:
-            cfg = ref.RefConfig(vocab_size=m.vocab_size, dim=m.dim, num_layers=len(plan.blocks),
-                                num_heads=m.heads, num_kv_heads=m.kv_heads,
-                                mlp_mult=m.mlp.width(m.dim) // m.dim, seq_len=m.seq_len)
-            n_skips = max(p.n_skips for p in plan.paths.values())
-            super().__init__(cfg, len(plan.blocks), n_skips)
-            if n_skips == 0:
-                del self.skip_weights
-            self.plan = plan
-            self.routes = {name: tuple((l.block, l.skip_slot, l.skip_from) for l in p.layers)
-                           for name, p in plan.paths.items()}
-
-        def forward(self, idx, targets=None, path: str = "main"):
-            cos, sin = self.rope_cos, self.rope_sin
-            x = x0 = self.embed(idx)
-            outs = []
-            for block, slot, src in self.routes[path]:
-                if slot is not None:
-                    x = x + self.skip_weights[slot].to(x.dtype) * outs[src]
-                x = self.blocks[block](x, x0, cos, sin)
-                outs.append(x)
-            return self.head(x, targets)
-
-    return PlanReference()
-
-
-def build_model(plan: Plan, device: torch.device, kind: str = "auto") -> nn.Module:
-    """recurc.build.build(plan) when it exists (kind auto/build), else the reference stand-in."""
-    if kind in ("auto", "build"):
-        try:
-            from recurc.build import build
-        except ModuleNotFoundError as exc:
-            if kind == "build" or exc.name != "recurc.build":
-                raise
-        else:
-            return build(plan, device=device)
-    return reference_model(plan).to(device)
+def build_model(plan: Plan, device: torch.device) -> nn.Module:
+    """The spec's model (recurc.build), fp32, on `device`."""
+    from recurc.build import build
+    return build(plan, device=device)
 
 
 class EMA:
@@ -254,7 +188,6 @@ class RunConfig:
     micro_tokens: int | None
     export: bool
     progress: bool
-    model: str
 
 
 class Trainer:
@@ -270,7 +203,7 @@ class Trainer:
         self.accum, self.micro_tokens = plan_accumulation(t.tokens_per_step, d.world_size, seq_len, max_micro)
 
         torch.manual_seed(t.seed)  # same initial weights on every rank (DDP also broadcasts them)
-        self.base = build_model(plan, d.device, cfg.model)
+        self.base = build_model(plan, d.device)
         self.base.train()
         self.opt: Optimizers = build_optimizers(self.base, plan, t)
         self.ema = EMA(self.base, t.ema_decay) if t.ema_decay else None
@@ -513,8 +446,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="rich progress bar (default: when stderr is a terminal)")
     p.add_argument("--device", help="cpu or cuda (default cuda if available)")
-    p.add_argument("--model", choices=("auto", "build", "reference"), default="auto",
-                   help="recurc.build (auto: if present) or the benchmarks/reference.py stand-in")
     return p.parse_intermixed_args(argv)  # overrides may come after options
 
 
@@ -556,7 +487,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             log_json=Path(args.log_json or out / "log.jsonl"), log_every=max(1, args.log_every),
             val_every=spec.train.val_every if args.val_every is None else args.val_every,
             ckpt_every=args.ckpt_every, micro_tokens=args.micro_tokens, export=args.export,
-            progress=args.progress if args.progress is not None else sys.stderr.isatty(), model=args.model)
+            progress=args.progress if args.progress is not None else sys.stderr.isatty())
         log = RunLogger(cfg.log_json, rank=d.rank, progress=cfg.progress)
         try:
             try:
