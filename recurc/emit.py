@@ -595,15 +595,10 @@ def main() -> int:
             resume=args.resume, compile=args.compile, warmup=args.compile, log_json=out / "log.jsonl",
             log_every=max(1, args.log_every), val_every=args.val_every, ckpt_every=0,
             micro_tokens=args.micro_tokens, export=True, progress=False)
-        log = RunLogger(cfg.log_json, rank=d.rank, progress=False)
-        try:
-            Trainer(cfg, SPEC, PLAN, d, log).run()
-        finally:
-            log.close()
+        return train_rank(cfg, SPEC, PLAN, d)
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
-    return 0
 
 
 if __name__ == "__main__":

@@ -99,10 +99,9 @@ def _measure(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--output", help="also write the compressed model bytes to this file")
 
     def run(args) -> int:
-        from .measure import format_measure, measure
-        args_plan = argparse.Namespace(spec=args.spec, overrides=args.overrides)
         from .cli import _plan
-        m = measure(args.checkpoint, _plan(args_plan), hessians=args.hessians, output=args.output)
+        from .measure import format_measure, measure
+        m = measure(args.checkpoint, _plan(args), hessians=args.hessians, output=args.output)
         if args.json:
             print(json.dumps(m.to_dict(), indent=2))
         else:

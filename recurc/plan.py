@@ -458,9 +458,6 @@ def _make_params(spec, blocks, paths, n_skips, in_scope, untie, looped) -> list[
         if not (pp.block_scalars and in_scope(blk.index)):
             out += _scalar_params(pre, "scalars", spec)
     for layer in main:
-        if layer.per_pass is None and layer.scalars.startswith("blocks.") and layer.mlp.startswith("blocks.") \
-                and layer.attn.startswith("blocks."):
-            continue
         own = f"passes.{layer.index}"
         if layer.attn == f"{own}.attn":
             out += _attention_params(layer.attn, spec)

@@ -238,6 +238,16 @@ class Spec(Strict):
 
 
 # ---------------------------------------------------------------- YAML with positions
+def _at(origin: str, mark) -> str:
+    """file:line:col (1-based) of a YAML mark."""
+    return f"{origin}:{mark.line + 1}:{mark.column + 1}" if mark else origin
+
+
+def _yaml_error(exc: yaml.YAMLError, origin: str) -> SpecError:
+    return SpecError(f"invalid YAML: {getattr(exc, 'problem', None) or exc}",
+                     where=_at(origin, getattr(exc, "problem_mark", None)))
+
+
 def _check_yaml_shape(text: str, origin: str) -> None:
     """Refuse aliases and deep nesting by scanning parse events (no recursion, no expansion)."""
     depth = 0
@@ -246,34 +256,32 @@ def _check_yaml_shape(text: str, origin: str) -> None:
             if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
                 m = event.start_mark
                 raise SpecError("YAML anchors and aliases are not allowed in specs",
-                                where=f"{origin}:{m.line + 1}:{m.column + 1}", hint="write the value out; use "
+                                where=_at(origin, m), hint="write the value out; use "
                                 "`extends:` to reuse another spec")
             if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
                 depth += 1
                 if depth > MAX_YAML_DEPTH:
                     m = event.start_mark
                     raise SpecError(f"the YAML nests deeper than {MAX_YAML_DEPTH} levels",
-                                    where=f"{origin}:{m.line + 1}:{m.column + 1}")
+                                    where=_at(origin, m))
             elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
                 depth -= 1
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{origin}:{mark.line + 1}:{mark.column + 1}" if mark else origin
-        raise SpecError(f"invalid YAML: {getattr(exc, 'problem', None) or exc}", where=where) from None
+        raise _yaml_error(exc, origin) from None
 
 
 def _to_data(node: yaml.Node, origin: str, path: tuple, where: dict[tuple, str]) -> Any:
-    where[path] = f"{origin}:{node.start_mark.line + 1}:{node.start_mark.column + 1}"
+    where[path] = _at(origin, node.start_mark)
     if isinstance(node, yaml.MappingNode):
         out: dict = {}
         for k, v in node.value:
             key = _scalar(k, origin)
             if not isinstance(key, (str, int)) or isinstance(key, bool):
                 raise SpecError(f"mapping keys must be names, got {key!r}",
-                                where=f"{origin}:{k.start_mark.line + 1}:{k.start_mark.column + 1}")
+                                where=_at(origin, k.start_mark))
             if key in out:
                 raise SpecError(f"key {key!r} appears twice",
-                                where=f"{origin}:{k.start_mark.line + 1}:{k.start_mark.column + 1}")
+                                where=_at(origin, k.start_mark))
             out[key] = _to_data(v, origin, path + (key,), where)
         return out
     if isinstance(node, yaml.SequenceNode):
@@ -284,12 +292,12 @@ def _to_data(node: yaml.Node, origin: str, path: tuple, where: dict[tuple, str])
 def _scalar(node: yaml.Node, origin: str) -> Any:
     if not isinstance(node, yaml.ScalarNode):
         raise SpecError("mapping keys must be plain names",
-                        where=f"{origin}:{node.start_mark.line + 1}:{node.start_mark.column + 1}")
+                        where=_at(origin, node.start_mark))
     try:
         return yaml.constructor.SafeConstructor().construct_object(node, deep=True)
     except (yaml.YAMLError, ValueError, OverflowError) as exc:
         raise SpecError(f"invalid YAML value: {exc}",
-                        where=f"{origin}:{node.start_mark.line + 1}:{node.start_mark.column + 1}") from None
+                        where=_at(origin, node.start_mark)) from None
 
 
 def parse_yaml(text: str, origin: str) -> tuple[dict, dict[tuple, str]]:
@@ -300,9 +308,7 @@ def parse_yaml(text: str, origin: str) -> tuple[dict, dict[tuple, str]]:
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{origin}:{mark.line + 1}:{mark.column + 1}" if mark else origin
-        raise SpecError(f"invalid YAML: {getattr(exc, 'problem', None) or exc}", where=where) from None
+        raise _yaml_error(exc, origin) from None
     where: dict[tuple, str] = {}
     if node is None:
         return {}, where
@@ -392,8 +398,9 @@ def validate(data: dict, where: dict[tuple, str], origin: str) -> Spec:
         spec = Spec.model_validate(data)
     except ValidationError as exc:
         err = exc.errors()[0]
-        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p in ("int", "list[union[str,BlockSpec]]")
-                                                    or p.__class__ is str and p.startswith(("function-", "union["))))
+        # drop pydantic's union-branch labels from the location, keeping field names and indices
+        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and (
+            p in ("int", "list[union[str,BlockSpec]]") or p.startswith(("function-", "union[")))))
         pos = None
         for n in range(len(loc), -1, -1):
             if loc[:n] in where:

@@ -465,6 +465,21 @@ def resolve_data(args: argparse.Namespace, d: Dist) -> tuple[str, str, str]:
     return args.data, val, args.tokenizer
 
 
+def train_rank(cfg: RunConfig, spec, plan: Plan, d: Dist) -> int:
+    """This rank's part of a run: train, validate, export. Shared by `main` and emitted scripts."""
+    log = RunLogger(cfg.log_json, rank=d.rank, progress=cfg.progress)
+    try:
+        try:
+            trainer = Trainer(cfg, spec, plan, d, log)
+        except ValueError as exc:  # settings that cannot run here (e.g. tokens_per_step vs ranks)
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        trainer.run()
+    finally:
+        log.close()
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     overrides = list(args.overrides) + ([f"train.iterations={args.steps}"] if args.steps else [])
@@ -488,20 +503,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             val_every=spec.train.val_every if args.val_every is None else args.val_every,
             ckpt_every=args.ckpt_every, micro_tokens=args.micro_tokens, export=args.export,
             progress=args.progress if args.progress is not None else sys.stderr.isatty())
-        log = RunLogger(cfg.log_json, rank=d.rank, progress=cfg.progress)
-        try:
-            try:
-                trainer = Trainer(cfg, spec, plan, d, log)
-            except ValueError as exc:  # settings that cannot run here (e.g. tokens_per_step vs ranks)
-                print(f"error: {exc}", file=sys.stderr)
-                return 2
-            trainer.run()
-        finally:
-            log.close()
+        return train_rank(cfg, spec, plan, d)
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
-    return 0
 
 
 if __name__ == "__main__":
