@@ -5,6 +5,8 @@
   python benchmarks/calibrate_sizemodel.py --overhead    # container overhead (const, per tensor)
   python benchmarks/calibrate_sizemodel.py --fit-baseline  # TRAINED_BETA from 15,815,847
   python benchmarks/calibrate_sizemodel.py --validate    # predicted vs measured, synthetic weights
+  python benchmarks/calibrate_sizemodel.py --fit-profile RUN/tensors.json --spec SPEC [--check SPEC:BYTES ...]
+        # a trained-weight profile (recurc/profiles.py) from benchmarks/trained_size.py's output
   python benchmarks/calibrate_sizemodel.py --checkpoint model.pt [--spec-json quant.json]
         # a torch state dict: measured (quant.py) vs predicted per group, and the beta that fits it
 
@@ -22,7 +24,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from recurc import quant, sizemodel  # noqa: E402
+from recurc import entropy, quant, sizemodel  # noqa: E402
 from recurc.quantspec import ClipRule, Compressor, GroupQuant, QuantSpec  # noqa: E402
 
 COMPRESSORS = ("zlib", "lzma", "zstd", "brotli")
@@ -45,7 +47,7 @@ def measure_excess(n: int = 1 << 20) -> None:
         q = np.clip(np.round(w / step), -127, 127).astype(np.int8)
         h = entropy_bits(q)
         _, cnt = np.unique(q, return_counts=True)
-        huff = sizemodel.huffman_bits(cnt / cnt.sum())
+        huff = entropy.huffman_bits(cnt / cnt.sum())
         for c in COMPRESSORS:
             nbytes = len(quant.compress(q.tobytes(), Compressor(name=c)))
             base = huff if c in sizemodel.HUFFMAN_BASED else h
@@ -204,6 +206,31 @@ def check_checkpoint(path: str, spec_json: str | None) -> None:
         compare(state, groups, spec, sizemodel.ShapeAssumption(beta=beta, sigma=tuple(sig.items())), f"  beta={beta}")
 
 
+def tensor_entropies(path: str) -> list[sizemodel.TensorEntropy]:
+    """The per-tensor entropies benchmarks/trained_size.py wrote (tensors.json)."""
+    d = json.loads(Path(path).read_text())
+    return [sizemodel.TensorEntropy(t["name"], tuple(t["shape"]), t["group"], t["entropy_rtn"], t.get("entropy_gptq"))
+            for t in d["tensors"]]
+
+
+def fit_profile_from(path: str, spec_path: str, name: str, check: list[str]) -> None:
+    """Fit a profile to one run's tensors.json; print it and how it predicts each run in `check`
+    (spec, tensors.json, measured artifact bytes) — a run it was not fitted to is a real test."""
+    from recurc.plan import make_plan
+    from recurc.spec import load_spec
+    plan = make_plan(load_spec(spec_path))
+    prof = sizemodel.fit_profile(tensor_entropies(path), plan.spec.quant, name, source=path)
+    print(prof.to_json())
+    for item in check:
+        cspec, cbytes = item.split(":")
+        cplan = make_plan(load_spec(cspec))
+        for p in (prof, sizemodel.PROFILES["challenge-baseline"], sizemodel.PROFILES["gaussian"]):
+            size = sizemodel.predict([(q.name, q.shape, q.group) for q in cplan.params], cplan.spec.quant,
+                                     sizemodel.ShapeAssumption(profile=p))
+            print(f"  {cspec}: measured {int(cbytes):,}  predicted with {p.name}: {size.total:,.0f} "
+                  f"({100 * (size.total / int(cbytes) - 1):+.2f} %)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--excess", action="store_true")
@@ -214,6 +241,11 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="validate on a 2-layer baseline shape")
     ap.add_argument("--checkpoint")
     ap.add_argument("--spec-json")
+    ap.add_argument("--fit-profile", metavar="TENSORS_JSON", help="fit a weight profile to trained_size.py output")
+    ap.add_argument("--spec", help="the spec of --fit-profile's run")
+    ap.add_argument("--name", default="fitted")
+    ap.add_argument("--check", nargs="*", default=[], metavar="SPEC:BYTES",
+                    help="runs to predict with the fitted profile: spec and measured artifact bytes")
     a = ap.parse_args()
     if a.excess:
         measure_excess()
@@ -225,6 +257,8 @@ def main() -> None:
         fit_baseline_beta()
     if a.validate:
         validate(a.quick)
+    if a.fit_profile:
+        fit_profile_from(a.fit_profile, a.spec, a.name, a.check)
     if a.checkpoint:
         check_checkpoint(a.checkpoint, a.spec_json)
 

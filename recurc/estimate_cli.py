@@ -97,11 +97,14 @@ def _measure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--hessians", help="torch file {name: X^T X} for GPTQ groups (default: rounding, as H = I)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("-o", "--output", help="also write the compressed model bytes to this file")
+    p.add_argument("--save-profile", metavar="FILE.json",
+                   help="fit a trained-weight profile to this checkpoint for specs' quant.weights")
 
     def run(args) -> int:
         from .cli import _plan
         from .measure import format_measure, measure
-        m = measure(args.checkpoint, _plan(args), hessians=args.hessians, output=args.output)
+        m = measure(args.checkpoint, _plan(args), hessians=args.hessians, output=args.output,
+                    save_profile=args.save_profile)
         if args.json:
             print(json.dumps(m.to_dict(), indent=2))
         else:

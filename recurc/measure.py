@@ -26,6 +26,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from . import quant
+from .atomic import atomic_write
 from .errors import SpecError
 from .plan import Plan
 from .quantspec import GROUPS, QuantSpec
@@ -151,11 +152,36 @@ def _without_gptq(q: QuantSpec) -> QuantSpec:
 
 
 # ---------------------------------------------------------------- measure
+def _entropy(q: np.ndarray) -> float:
+    counts = np.bincount(q.ravel().astype(np.int16) + 128, minlength=256)
+    p = counts[counts > 0] / q.size
+    return float(-(p * np.log2(p)).sum())
+
+
+def tensor_entropies(arrays: Mapping[str, np.ndarray], groups: Mapping[str, str], q: QuantSpec,
+                     gptq_state: quant.QuantizedState | None) -> list:
+    """Entropy of each int-quantized tensor's values, rounded (and with GPTQ when given)."""
+    from .sizemodel import TensorEntropy
+    rounded = quant.quantize_state(arrays, groups, _without_gptq(q))
+    out = []
+    for name, t in rounded.tensors.items():
+        if t.kind == "int" and t.q is not None:
+            g = gptq_state.tensors[name].q if gptq_state is not None else None
+            out.append(TensorEntropy(name, tuple(t.shape), t.group, _entropy(t.q),
+                                     None if g is None else _entropy(g)))
+    return out
+
+
 def measure(checkpoint: str | Path | Mapping[str, Any], plan: Plan, *,
             hessians: str | Path | Mapping[str, Any] | None = None, output: str | Path | None = None,
-            workers: int = 2) -> Measurement:
-    """Quantize + pack a checkpoint exactly as the export does; measured vs predicted bytes."""
-    from .estimate import code_bytes, estimate
+            workers: int = 2, save_profile: str | Path | None = None) -> Measurement:
+    """Quantize + pack a checkpoint exactly as the export does; measured vs predicted bytes.
+    `save_profile`: also fit a trained-weight profile (recurc/profiles.py) to these weights and
+    write it as JSON, for specs to name in `quant.weights`."""
+    from .estimate import code_bytes
+    from .sizemodel import predict
+    if save_profile is not None and not str(save_profile).endswith(".json"):
+        raise SpecError(f"a weight profile is a .json file, got {save_profile}", where="<command line>")
     t0 = time.perf_counter()
     state = load_state(checkpoint)
     check_state(state, plan)
@@ -184,18 +210,24 @@ def measure(checkpoint: str | Path | Mapping[str, Any], plan: Plan, *,
         blob = blob_f.result()
         measured = {g: (len(comp_f[g].result()) if g in comp_f else 0) for g in GROUPS}
     if output is not None:
-        Path(output).write_bytes(blob)
-    est = estimate(plan, suggest=False) if plan.spec.code.bytes is not None or _has_emit() else None
-    if est is None:
-        from .sizemodel import predict
-        size = predict([(p.name, p.shape, p.group) for p in plan.params], q)
-        pred = {g: int(round(size.groups[g].compressed)) for g in GROUPS}
-        pmodel, plow, phigh = int(round(size.total)), int(math.floor(size.low)), int(math.ceil(size.high))
+        atomic_write(output, blob)
+    if save_profile is not None:
+        from .sizemodel import fit_profile
+        records = tensor_entropies(arrays, groups, q, qstate if hs is not None else None)
+        prof = fit_profile(records, q, Path(save_profile).stem,
+                           source=f"recurc measure {checkpoint if isinstance(checkpoint, (str, Path)) else '<state>'} "
+                                  f"(spec {plan.spec.name}{', GPTQ' if hs is not None else ''})")
+        atomic_write(save_profile, prof.to_json().encode())
+        notes.append(f"weight profile written to {save_profile}: name it in the spec as quant.weights")
+    # predicted for what was quantized: rounding when GPTQ had no Hessians (no GPTQ bits)
+    size = predict([(p.name, p.shape, p.group) for p in plan.params], q_used)
+    pred = {g: int(round(size.groups[g].compressed)) for g in GROUPS}
+    pmodel, plow, phigh = int(round(size.total)), int(math.floor(size.low)), int(math.ceil(size.high))
+    if plan.spec.code.bytes is not None or _has_emit():
+        cbytes = code_bytes(plan)[0]
+    else:
         cbytes = None
         notes.append(f"code.emit={plan.spec.code.emit}: code bytes need recurc.emit; total not counted")
-    else:
-        pred, pmodel, plow, phigh = est.bytes_by_group, est.model_bytes, est.model_bytes_low, est.model_bytes_high
-        cbytes = code_bytes(plan)[0]
     sig = {}
     for g in GROUPS:
         xs = [arrays[n] for n, t in qstate.tensors.items() if t.group == g and t.kind != "passthrough"]

@@ -37,7 +37,8 @@ from typing import Callable, Literal, Mapping
 import numpy as np
 
 from recurc.errors import SpecError
-from recurc.quantspec import GROUPS, Compressor, GroupQuant, QuantSpec
+from recurc.quantspec import (GROUPS, Compressor, GroupQuant, Kind, QuantSpec, TensorPlan,  # noqa: F401
+                              plan_tensor)
 
 BASELINE_FORMAT = "int8_clean_per_row_v1"
 RECURC_TORCH_FORMAT = "recurc_int_per_row_v1"   # torch container, any bits / ternary / shuffle
@@ -46,42 +47,7 @@ GPTQ_DAMP = 0.01          # fraction of mean(diag H) added to the diagonal
 GPTQ_BLOCK = 128          # columns per lazy-update block
 STD_RULE_SCALE_FLOOR = 1e-12
 
-Kind = Literal["int", "ternary", "passthrough"]
 GroupsArg = Mapping[str, str] | Callable[[str], str]
-_NP_DTYPES = {"fp16": np.float16, "fp32": np.float32}
-
-
-# ----------------------------------------------------------------------------- planning
-@dataclass(frozen=True)
-class TensorPlan:
-    """What happens to one tensor, decided from (shape, dtype, group, spec) alone: no data needed,
-    so the size model uses the very same rules."""
-    kind: Kind
-    bits: int = 8                  # int: 2..8; ternary: 2 (stored as int8 values in -1..1)
-    per_row: bool = False          # int/ternary: one scale per row (2-D) else one per tensor
-    store_dtype: str = "float32"   # passthrough: numpy dtype name stored
-    scale_dtype: str = "float16"   # per-row scale dtype ("float32" for per-tensor scales)
-    gq: GroupQuant | None = None
-
-
-def plan_tensor(shape: tuple[int, ...], dtype: str, group: str, spec: QuantSpec) -> TensorPlan:
-    """Decide the storage of a tensor. `dtype` is a numpy dtype name ("float32", "int64", ...)."""
-    if group not in GROUPS:
-        raise SpecError(f"unknown tensor group {group!r}", hint=f"groups are {', '.join(GROUPS)}")
-    if not np.issubdtype(np.dtype(dtype), np.floating):
-        return TensorPlan("passthrough", store_dtype=dtype)
-    gq = spec.groups.get(group)  # type: ignore[call-overload]
-    if gq is not None and gq.scheme in ("fp16", "fp32"):
-        return TensorPlan("passthrough", store_dtype=np.dtype(_NP_DTYPES[gq.scheme]).name)
-    numel = int(np.prod(shape, dtype=np.int64))
-    if gq is None or numel <= spec.passthrough_max_numel:
-        pd = spec.control_dtype if group in ("scalars", "per_pass") else spec.passthrough_dtype
-        return TensorPlan("passthrough", store_dtype=np.dtype(_NP_DTYPES[pd]).name)
-    per_row = len(shape) == 2
-    sd = np.dtype(_NP_DTYPES[gq.scale_dtype]).name if per_row else "float32"
-    if gq.scheme == "ternary":
-        return TensorPlan("ternary", bits=2, per_row=per_row, scale_dtype=sd, gq=gq)
-    return TensorPlan("int", bits=gq.bits, per_row=per_row, scale_dtype=sd, gq=gq)
 
 
 # ----------------------------------------------------------------------------- data types

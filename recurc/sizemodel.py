@@ -1,42 +1,35 @@
 """Predict the artifact's compressed model bytes from tensor shapes alone (no torch, no weights).
 
 Model (docs/size-model.md has the derivation and the measured errors):
-  bytes = sum over quantized tensors of numel * (H + excess_c(H)) / 8      (the int values)
+  bytes = sum over quantized tensors of numel * (coded_c(H) + gptq_bits) / 8     (the int values)
         + scale bytes * ratio_c(scale dtype, shuffle)
         + passthrough bytes * ratio_c(dtype, shuffle)
         + container overhead (a_c + b_c * number of tensors)
-H is the entropy of the quantized values of a row, computed numerically from a weight-shape model:
-a unit-variance generalized Gaussian exp(-|x/a|^beta) (beta=2 Gaussian; beta<2 heavier tails,
-beta>2 lighter). The step is clip/qmax where the clip is k*std (std rule: exact) or the row's
-percentile of |w| (distribution of that order statistic over rows, integrated by quadrature), with
-the percentile rule's scale floor 1/qmax when the weights' absolute std is known (else inactive).
-excess_c(H) is each compressor's measured distance from the entropy on i.i.d. quantized data.
+H is the entropy of a tensor's quantized values under a generalized-Gaussian weight shape
+(recurc/entropy.py), with the shape β and GPTQ's extra bits per tensor role taken from a
+trained-weight profile (recurc/profiles.py). coded_c(H) is each compressor's measured cost on
+i.i.d. quantized data. The band spans the built-in profiles.
 
 Every constant below says where it came from; benchmarks/calibrate_sizemodel.py re-measures them.
-This module never imports torch (recurc.quant imports it only inside its torch container).
+This module imports neither torch nor numpy: entropies come from an on-disk cache, and only a
+combination not yet computed loads recurc.entropy (numpy).
 """
 from __future__ import annotations
 
-import heapq
+import bisect
+import hashlib
+import json
 import math
+import os
 from dataclasses import dataclass, field
-from functools import lru_cache
+from pathlib import Path
 from typing import Iterable
 
-import numpy as np
-
-from recurc.quant import GPTQ_BLOCK, STD_RULE_SCALE_FLOOR, TensorPlan, plan_tensor  # noqa: F401
-from recurc.quantspec import GROUPS, QuantSpec
+from recurc.atomic import atomic_write
+from recurc.profiles import DEFAULT_PROFILE, PROFILES, ROLES, TRAINED_BETA, WeightProfile, load_profile, weight_role  # noqa: F401
+from recurc.quantspec import GROUPS, QuantSpec, TensorPlan, plan_tensor
 
 # ----------------------------------------------------------------------------- constants
-# Trained-weight shape (generalized-Gaussian beta), fitted so that the naive baseline
-# (int8, percentile 99.99984, zlib-9) predicts its published 15,815,847 bytes
-# (benchmarks/calibrate_sizemodel.py --fit-baseline). beta > 2 means lighter tails than Gaussian
-# at the row max: Muon-trained matrices have flat spectra and bounded-looking rows.
-TRAINED_BETA = 1.9068
-# Interval used for the confidence band on trained weights (shape not known before training).
-TRAINED_BETA_RANGE = (1.6, 2.6)
-
 # Residual bits/value of each compressor, measured on 2^20 i.i.d. Gaussian values quantized at
 # various steps (calibrate_sizemodel.py --excess), as (H, residual) knots, linear interpolation:
 # above the Huffman length for zlib/zstd/brotli (HUFFMAN_BASED), above the entropy for lzma.
@@ -103,7 +96,7 @@ OVERHEAD: dict[tuple[str, str], tuple[float, float, float]] = {
     ('recurc', 'none'): (20.0, 90.0, 110.0),        # rough: JSON header bytes, not measured
 }
 # Relative band added to every prediction for effects the model leaves out (compressor block
-# boundaries, GPTQ's slightly wider value histogram): the worst synthetic error measured.
+# boundaries, the Huffman redundancy of real histograms): the worst synthetic error measured.
 MODEL_REL_ERR = 0.005
 
 
@@ -148,207 +141,155 @@ class SizeEstimate:
         return self.overhead + sum(g.high for g in self.groups.values())
 
 
-# ----------------------------------------------------------------------------- weight shape
-_XMAX = 60.0
-_NGRID = 24001
-
-
-@lru_cache(maxsize=64)
-def _shape_table(beta: float) -> tuple[np.ndarray, np.ndarray, float]:
-    """Grid x >= 0 and two-sided survival S(x) = P(|X| > x) of the unit-variance generalized
-    Gaussian; plus E|X|. Integrated numerically (no scipy), tail summed from the far end so
-    that S stays accurate down to 1e-300."""
-    a = math.sqrt(math.gamma(1.0 / beta) / math.gamma(3.0 / beta))
-    x = np.linspace(0.0, _XMAX, _NGRID)
-    f = np.exp(-np.power(x / a, beta))
-    dx = x[1] - x[0]
-    seg = 0.5 * (f[1:] + f[:-1]) * dx
-    tail = np.concatenate([np.cumsum(seg[::-1])[::-1], [0.0]])
-    tail /= tail[0]
-    mean_abs = float(np.sum(0.5 * (x[1:] * f[1:] + x[:-1] * f[:-1]) * dx) / np.sum(seg))
-    return x, tail, mean_abs
-
-
-@lru_cache(maxsize=64)
-def _log_surv_table(beta: float) -> tuple[np.ndarray, np.ndarray]:
-    """log S on the grid, computed once per shape (it used to be recomputed on every call)."""
-    gx, s, _ = _shape_table(beta)
-    return gx, np.log(np.maximum(s, 1e-300))
-
-
-def _surv(x: np.ndarray, beta: float) -> np.ndarray:
-    gx, ls = _log_surv_table(beta)
-    return np.exp(np.interp(x, gx, ls))
-
-
-def _inv_surv(s: np.ndarray, beta: float) -> np.ndarray:
-    gx, ls = _log_surv_table(beta)
-    return np.interp(np.log(s), ls[::-1], gx[::-1])
-
-
-_QUAD = (np.arange(16) + 0.5) / 16      # quadrature points of the rows' clip distribution
-
-
-def _order_stat_quantiles(n: int, j: int, beta: float) -> np.ndarray:
-    """Quantiles (at _QUAD) of the (j+1)-th largest |x| of n samples, by bisection on
-    P(at most j of n exceed x) = sum_{i<=j} C(n,i) s^i (1-s)^(n-i), s = S(x)."""
-    lo = np.full(_QUAD.shape, 0.0)
-    hi = np.full(_QUAD.shape, _XMAX * 0.99)
-    logc = [math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) for i in range(j + 1)]
-    for _ in range(60):
-        mid = 0.5 * (lo + hi)
-        s = np.clip(_surv(mid, beta), 1e-300, 1 - 1e-16)
-        cdf = sum(np.exp(lc + i * np.log(s) + (n - i) * np.log1p(-s)) for i, lc in enumerate(logc))
-        below = cdf < _QUAD
-        lo = np.where(below, mid, lo)
-        hi = np.where(below, hi, mid)
-    return 0.5 * (lo + hi)
-
-
-@lru_cache(maxsize=4096)
-def _percentile_clips(n: int, pct: float, beta: float) -> tuple[float, ...]:
-    """Clip/sigma of a row of n values at percentile pct, at the quadrature points, with
-    torch.quantile's linear interpolation between the order statistics around rank pct*(n-1)."""
-    rank = np.float32(pct / 100.0) * np.float32(n - 1)
-    lo, w = int(np.floor(rank)), float(rank - np.floor(rank))
-    j_lo = n - 1 - lo                      # how many values lie above the lower order statistic
-    if j_lo > 20:                          # interior quantile: concentrated, use the population one
-        return tuple(np.full(_QUAD.shape, float(_inv_surv(np.array([1.0 - pct / 100.0]), beta)[0])))
-    below = _order_stat_quantiles(n, j_lo, beta)
-    above = _order_stat_quantiles(n, max(j_lo - 1, 0), beta) if w > 0 else below
-    return tuple((1 - w) * below + w * above)
-
-
-# ----------------------------------------------------------------------------- entropy
-def _level_probs(step: np.ndarray, clip: np.ndarray, qmax: int, beta: float) -> np.ndarray:
-    """P(level j), j = 0..qmax (|level|; the sign splits it evenly), for each (step, clip) pair
-    in sigma units: values beyond the clip land on the top level round(clip/step)."""
-    j = np.arange(qmax + 1)
-    top = np.minimum(np.round(clip / step), qmax).astype(int)
-    edges = (j[None, :] + 0.5) * step[:, None]                     # upper edge of |level| j
-    s = _surv(edges, beta)
-    p = np.concatenate([1 - s[:, :1], s[:, :-1] - s[:, 1:]], axis=1)
-    # fold everything above the top level onto it
-    for r, t in enumerate(top):
-        p[r, t] = s[r, t - 1] if t > 0 else 1.0
-        p[r, t + 1:] = 0.0
-    return p
-
-
-def huffman_bits(p: np.ndarray) -> float:
-    """Expected code length (bits/symbol) of a Huffman code for probabilities p. Brotli's and
-    zstd's literal coders are Huffman coders: their measured excess over the entropy follows the
-    Huffman redundancy (which jumps with the exact probabilities) plus a small smooth residual."""
-    p = [float(x) for x in p if x > 0]
-    if len(p) < 2:
-        return 0.0
-    heap = [(x, i, (i,)) for i, x in enumerate(p)]
-    heapq.heapify(heap)
-    depth = [0] * len(p)
-    k = len(p)
-    while len(heap) > 1:
-        a, b = heapq.heappop(heap), heapq.heappop(heap)
-        for i in a[2] + b[2]:
-            depth[i] += 1
-        heapq.heappush(heap, (a[0] + b[0], k, a[2] + b[2]))
-        k += 1
-    return float(sum(x * d for x, d in zip(p, depth)))
-
-
-def _entropy_from_abs_probs(p: np.ndarray) -> tuple[float, float]:
-    """(entropy, Huffman length) in bits of a symmetric integer variable given P(|level|=j)."""
-    p = np.maximum(p, 0.0)
-    p = p / p.sum()
-    sym = np.concatenate([p[:0:-1] / 2, p[:1], p[1:] / 2])
-    sym = sym[sym > 1e-15]
-    return float(-(sym * np.log2(sym)).sum()), huffman_bits(sym)
-
-
-@lru_cache(maxsize=8192)
-def value_entropy(kind: str, bits: int, rule: str, value: float, n: int, beta: float,
-                  sigma: float | None) -> tuple[float, float]:
-    """(entropy, Huffman length) in bits/value of a tensor's quantized values under the weight-shape model.
-
-    n: values sharing one scale (row length, or numel for per-tensor); sigma: absolute weight std
-    (only used by the percentile rule's scale floor 1/qmax; None = floor inactive)."""
-    if kind == "ternary":
-        _, _, m = _shape_table(beta)
-        p0 = 1.0 - float(_surv(np.array([0.5 * m]), beta)[0])
-        return _entropy_from_abs_probs(np.array([p0, 1.0 - p0]))
-    qmax = 2 ** (bits - 1) - 1
-    if rule == "std":
-        clip = np.array([value])
-    else:
-        clip = np.array(_percentile_clips(n, value, beta))
-    step = clip / qmax
-    if rule == "percentile" and sigma is not None:
-        step = np.maximum(step, 1.0 / qmax / sigma)
-    p = _level_probs(step, clip, qmax, beta).mean(axis=0)     # mixture over rows
-    return _entropy_from_abs_probs(p)
-
-
 HUFFMAN_BASED = ("zlib", "zstd", "brotli")   # their residual knots are measured above the Huffman length
+_ITEMSIZE = {"float16": 2, "bfloat16": 2, "float32": 4, "float64": 8, "int8": 1, "uint8": 1, "bool": 1,
+             "int16": 2, "int32": 4, "int64": 8}
+
+
+def _itemsize(dtype: str) -> int:
+    if dtype in _ITEMSIZE:
+        return _ITEMSIZE[dtype]
+    import numpy as np   # an unusual dtype name: let numpy say
+    return np.dtype(dtype).itemsize
+
+
+def _interp(x: float, knots: tuple[tuple[float, float], ...]) -> float:
+    """Piecewise-linear interpolation through (x, y) knots, constant beyond the ends (np.interp)."""
+    xs = [k[0] for k in knots]
+    i = bisect.bisect_right(xs, x)
+    if i == 0:
+        return knots[0][1]
+    if i == len(knots):
+        return knots[-1][1]
+    (x0, y0), (x1, y1) = knots[i - 1], knots[i]
+    return y0 + (y1 - y0) * (x - x0) / (x1 - x0)
 
 
 def coded_bits(compressor: str, h: float, huff: float) -> float:
     """Predicted bits/value of a stream of i.i.d. values with entropy h and Huffman length huff."""
-    knots = EXCESS_KNOTS[compressor]
     base = huff if compressor in HUFFMAN_BASED else h
-    return max(base + float(np.interp(h, [k[0] for k in knots], [k[1] for k in knots])), ZERO_ENTROPY_FLOOR)
+    return max(base + _interp(h, EXCESS_KNOTS[compressor]), ZERO_ENTROPY_FLOOR)
 
 
 def stream_ratio(compressor: str, dtype: str, shuffle: bool, kind: str) -> float:
     """Compressed/raw ratio of a float stream ("scale" or "pass"); 1.0 for 1-byte streams."""
-    if compressor == "none" or np.dtype(dtype).itemsize == 1:
+    if compressor == "none" or _itemsize(dtype) == 1:
         return 1.0
-    return STREAM_RATIO.get((compressor, np.dtype(dtype).name, shuffle, kind), 1.0)
+    return STREAM_RATIO.get((compressor, dtype, shuffle, kind), 1.0)
+
+
+# ----------------------------------------------------------------------------- entropy cache
+class _EntropyCache:
+    """value_entropy results on disk, keyed by the entropy model's source: computing them needs
+    numpy and ~1-10 ms each, reading them needs neither (it keeps `recurc estimate` fast).
+    A missing, unreadable or read-only cache only costs the computation."""
+
+    def __init__(self) -> None:
+        self.entries: dict[str, list[float]] | None = None
+        self.dirty = False
+
+    @property
+    def path(self) -> Path:
+        root = os.environ.get("RECURC_CACHE_DIR") or Path(
+            os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "recurc"
+        src = Path(__file__).with_name("entropy.py").read_bytes()
+        return Path(root) / f"entropy-{hashlib.sha256(src).hexdigest()[:16]}.json"
+
+    def get(self, key: str) -> list[float] | None:
+        if self.entries is None:
+            try:
+                loaded = json.loads(self.path.read_text())
+                self.entries = loaded if isinstance(loaded, dict) else {}
+            except (OSError, ValueError):
+                self.entries = {}
+        return self.entries.get(key)
+
+    def put(self, key: str, value: tuple[float, float]) -> None:
+        assert self.entries is not None
+        self.entries[key] = list(value)
+        self.dirty = True
+
+    def flush(self) -> None:
+        if not self.dirty or self.entries is None:
+            return
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(self.path, json.dumps(self.entries, separators=(",", ":")))
+            self.dirty = False
+        except OSError:
+            pass
+
+
+_CACHE = _EntropyCache()
+
+
+def value_entropy(kind: str, bits: int, rule: str, value: float, n: int, beta: float,
+                  sigma: float | None) -> tuple[float, float]:
+    """(entropy, Huffman length) in bits/value of a tensor's quantized values (recurc.entropy)."""
+    key = f"{kind}|{bits}|{rule}|{value!r}|{n}|{beta!r}|{sigma!r}"
+    hit = _CACHE.get(key)
+    if hit is None:
+        from recurc import entropy
+        hit = entropy.value_entropy(kind, bits, rule, value, n, beta, sigma)
+        _CACHE.put(key, hit)
+    return hit[0], hit[1]
 
 
 # ----------------------------------------------------------------------------- prediction
 @dataclass(frozen=True)
 class ShapeAssumption:
-    """What is assumed about the weights: generalized-Gaussian shape and, optionally, the
-    absolute std per group (matters only for the percentile rule's 1/qmax scale floor)."""
-    beta: float = TRAINED_BETA
+    """What is assumed about the weights. `profile` (default: the spec's `quant.weights`) gives the
+    central prediction; the band spans every built-in profile as well, unless `beta` fixes one
+    shape for all roles (synthetic checks). `sigma`: absolute weight std per group, which matters
+    only for the percentile rule's 1/qmax scale floor."""
+    beta: float | None = None
     sigma: tuple[tuple[str, float], ...] = ()
+    profile: WeightProfile | None = None
 
     def sigma_of(self, group: str) -> float | None:
         return dict(self.sigma).get(group)
 
+    def profiles(self, spec: QuantSpec) -> list[WeightProfile]:
+        """The central profile first, then the others the band spans."""
+        if self.beta is not None:
+            return [WeightProfile.uniform(self.beta)]
+        central = self.profile or load_profile(spec.weights)
+        return [central] + [p for p in PROFILES.values() if p != central]
+
 
 def _tensor_value_bits(plan: TensorPlan, shape: tuple[int, ...], group: str, comp: str,
-                       assume: ShapeAssumption, beta: float) -> float:
-    numel = int(np.prod(shape, dtype=np.int64))
+                       assume: ShapeAssumption, beta: float, gptq_bits: float = 0.0) -> float:
+    numel = math.prod(shape)
     n = shape[1] if plan.per_row else numel
     gq = plan.gq
     assert gq is not None
-    h, huff = value_entropy(plan.kind, plan.bits, gq.clip.kind, float(gq.clip.value), int(n), beta,
+    h, huff = value_entropy(plan.kind, plan.bits, gq.clip.kind, float(gq.clip.value), int(n), round(beta, 4),
                             assume.sigma_of(group))
-    return numel * coded_bits(comp, h, huff)
+    extra = gptq_bits if gq.gptq and plan.kind == "int" else 0.0
+    return numel * (coded_bits(comp, h, huff) + extra)
 
 
 def predict(tensors: Iterable[TensorDesc | tuple], spec: QuantSpec,
             assume: ShapeAssumption | None = None) -> SizeEstimate:
-    """Predict raw and compressed bytes per group, with a band from the weight-shape range.
+    """Predict raw and compressed bytes per group, with a band over the trained-weight profiles.
 
     `tensors`: TensorDesc or (name, shape, group[, dtype]) tuples."""
     assume = assume or ShapeAssumption()
+    profiles = assume.profiles(spec)
     comp, shuffle = spec.compressor.name, spec.compressor.byte_shuffle
     est = SizeEstimate()
-    betas = (assume.beta,) if assume.beta != TRAINED_BETA else (TRAINED_BETA, *TRAINED_BETA_RANGE)
-    counts: dict[tuple[tuple[int, ...], str, str], int] = {}
-    for t in tensors:   # identical (shape, dtype, group) tensors share one computation
+    counts: dict[tuple[tuple[int, ...], str, str, str], int] = {}
+    for t in tensors:   # identical (shape, dtype, group, role) tensors share one computation
         d = t if isinstance(t, TensorDesc) else TensorDesc(t[0], tuple(t[1]), t[2], *(t[3:] or ()))
-        key = (tuple(d.shape), d.dtype, d.group)
+        key = (tuple(d.shape), d.dtype, d.group, weight_role(d.name, d.group))
         counts[key] = counts.get(key, 0) + 1
-    for (shape, dtype, group), count in counts.items():
-        d = TensorDesc("", shape, group, dtype)
-        plan = plan_tensor(d.shape, d.dtype, d.group, spec)
-        numel = int(np.prod(d.shape, dtype=np.int64)) * count
-        g = est.groups[d.group]
+    for (shape, dtype, group, role), count in counts.items():
+        plan = plan_tensor(shape, dtype, group, spec)
+        numel = math.prod(shape) * count
+        g = est.groups[group]
         if plan.kind == "passthrough":
             est.n_passthrough += count
-            nb = numel * np.dtype(plan.store_dtype).itemsize
+            nb = numel * _itemsize(plan.store_dtype)
             c = nb * stream_ratio(comp, plan.store_dtype, shuffle, "pass")
             g.raw_bytes += nb
             g.compressed += c
@@ -356,17 +297,71 @@ def predict(tensors: Iterable[TensorDesc | tuple], spec: QuantSpec,
             g.high += c * (1 + MODEL_REL_ERR)
             continue
         est.n_quantized += count
-        n_scales = (d.shape[0] if plan.per_row else 1) * count
-        sb = n_scales * np.dtype(plan.scale_dtype).itemsize
+        n_scales = (shape[0] if plan.per_row else 1) * count
+        sb = n_scales * _itemsize(plan.scale_dtype)
         sc = sb * stream_ratio(comp, plan.scale_dtype, shuffle, "scale")
-        vals = [count * _tensor_value_bits(plan, d.shape, d.group, comp, assume, b) / 8 for b in betas]
+        vals = [count * _tensor_value_bits(plan, shape, group, comp, assume, p.beta_of(role), p.gptq_bits_of(role)) / 8
+                for p in profiles]
         g.raw_bytes += numel + sb
         g.compressed += vals[0] + sc
         g.low += (min(vals) + sc) * (1 - MODEL_REL_ERR)
         g.high += (max(vals) + sc) * (1 + MODEL_REL_ERR)
     a, bp, bq = OVERHEAD[(spec.container, comp)]
     est.overhead = a + bp * est.n_passthrough + bq * est.n_quantized
+    _CACHE.flush()
     return est
+
+
+# ----------------------------------------------------------------------------- profile fitting
+@dataclass(frozen=True)
+class TensorEntropy:
+    """Measured entropy (bits/value) of one tensor's quantized values, rounded and with GPTQ."""
+    name: str
+    shape: tuple[int, ...]
+    group: str
+    entropy_rounded: float
+    entropy_gptq: float | None = None
+
+
+def fit_profile(records: Iterable[TensorEntropy], spec: QuantSpec, name: str, source: str = "",
+                fallback: WeightProfile | None = None) -> WeightProfile:
+    """Per role: the shape β in [0.3, 2] whose predicted entropy, summed over the role's tensors,
+    equals the measured sum (β = 2 when even the Gaussian predicts less: it is the maximum under
+    SDClip), and GPTQ's mean extra bits/value. Roles with no quantized tensor keep `fallback`'s
+    values (default: the challenge-baseline profile)."""
+    from recurc import entropy   # bisection over beta: values not worth caching
+    fallback = fallback or PROFILES[DEFAULT_PROFILE]
+    by_role: dict[str, list[tuple[TensorPlan, tuple[int, ...], TensorEntropy]]] = {r: [] for r in ROLES}
+    for r in records:
+        tp = plan_tensor(tuple(r.shape), "float32", r.group, spec)
+        if tp.kind == "int" and tp.gq is not None:
+            by_role[weight_role(r.name, r.group)].append((tp, tuple(r.shape), r))
+    beta, gbits = {}, {}
+    for role, items in by_role.items():
+        if not items:
+            beta[role], gbits[role] = fallback.beta_of(role), fallback.gptq_bits_of(role)
+            continue
+        sizes = [math.prod(s) for _, s, _ in items]
+        measured = sum(n * r.entropy_rounded for n, (_, _, r) in zip(sizes, items))
+
+        def predicted(b: float) -> float:
+            total = 0.0
+            for n, (tp, shape, _) in zip(sizes, items):
+                row = shape[1] if tp.per_row else n
+                total += n * entropy.value_entropy("int", tp.bits, tp.gq.clip.kind, float(tp.gq.clip.value),
+                                                   int(row), b, None)[0]
+            return total
+        lo, hi = 0.3, 2.0
+        if predicted(hi) <= measured:
+            lo = hi
+        for _ in range(24):   # entropy rises with beta up to the Gaussian
+            mid = 0.5 * (lo + hi)
+            lo, hi = (mid, hi) if predicted(mid) < measured else (lo, mid)
+        beta[role] = round(0.5 * (lo + hi), 3)
+        with_gptq = [(n, r) for n, (_, _, r) in zip(sizes, items) if r.entropy_gptq is not None]
+        gbits[role] = (round(sum(n * (r.entropy_gptq - r.entropy_rounded) for n, r in with_gptq)
+                             / sum(n for n, _ in with_gptq), 4) if with_gptq else fallback.gptq_bits_of(role))
+    return WeightProfile.make(name, beta, gbits, source)
 
 
 # ----------------------------------------------------------------------------- reference shapes

@@ -238,6 +238,10 @@ class Spec(Strict):
 
 
 # ---------------------------------------------------------------- YAML with positions
+# libyaml's parser when PyYAML has it (5x faster; same events, nodes and marks), else pure Python
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 def _at(origin: str, mark) -> str:
     """file:line:col (1-based) of a YAML mark."""
     return f"{origin}:{mark.line + 1}:{mark.column + 1}" if mark else origin
@@ -252,7 +256,7 @@ def _check_yaml_shape(text: str, origin: str) -> None:
     """Refuse aliases and deep nesting by scanning parse events (no recursion, no expansion)."""
     depth = 0
     try:
-        for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        for event in yaml.parse(text, Loader=_YAML_LOADER):
             if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
                 m = event.start_mark
                 raise SpecError("YAML anchors and aliases are not allowed in specs",
@@ -306,7 +310,7 @@ def parse_yaml(text: str, origin: str) -> tuple[dict, dict[tuple, str]]:
         raise SpecError(f"the spec is larger than the limit of {MAX_SPEC_BYTES:,} bytes", where=origin)
     _check_yaml_shape(text, origin)
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        node = yaml.compose(text, Loader=_YAML_LOADER)
     except yaml.YAMLError as exc:
         raise _yaml_error(exc, origin) from None
     where: dict[tuple, str] = {}
@@ -326,6 +330,14 @@ def _deep_merge(base: dict, top: dict) -> dict:
     return out
 
 
+def _anchor_paths(data: dict, base: Path) -> None:
+    """A weight-profile file named in a spec is relative to that spec's file, like `extends`."""
+    quant = data.get("quant")
+    w = quant.get("weights") if isinstance(quant, dict) else None
+    if isinstance(w, str) and w.endswith(".json") and not Path(w).is_absolute():
+        quant["weights"] = str((base / w).resolve())
+
+
 def _resolve(path: Path, chain: tuple[Path, ...]) -> tuple[dict, dict[tuple, str]]:
     origin = str(path)
     if path in chain:
@@ -343,6 +355,7 @@ def _resolve(path: Path, chain: tuple[Path, ...]) -> tuple[dict, dict[tuple, str
     except (OSError, UnicodeDecodeError) as exc:
         raise SpecError(f"cannot read spec file: {exc}", where=origin) from None
     data, where = parse_yaml(text, origin)
+    _anchor_paths(data, path.parent)
     parent = data.pop("extends", None)
     if parent is None:
         return data, where

@@ -1,6 +1,7 @@
 """recurc.sizemodel: the baseline figure, agreement with real quant.py output, no torch, speed."""
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -77,3 +78,26 @@ def test_fast():
 def test_does_not_import_torch():
     code = "import recurc.sizemodel, sys; recurc.sizemodel.predict(recurc.sizemodel.baseline_tensors(), recurc.sizemodel.QuantSpec()); assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_entropy_cache_gives_the_same_prediction_and_spares_numpy(tmp_path):
+    """A cold cache computes with recurc.entropy (numpy) and writes the cache; a warm one gives the
+    identical prediction in a process that never imports numpy."""
+    code = ("import sys, json; from recurc import sizemodel; "
+            "e = sizemodel.predict(sizemodel.baseline_tensors(), sizemodel.QuantSpec()); "
+            "print(json.dumps([e.total, e.low, e.high, 'numpy' in sys.modules]))")
+    env = {**__import__("os").environ, "RECURC_CACHE_DIR": str(tmp_path)}
+    cold = json.loads(subprocess.run([sys.executable, "-c", code], env=env, check=True, capture_output=True, text=True).stdout)
+    assert cold[3] is True and len(list(tmp_path.glob("entropy-*.json"))) == 1
+    warm = json.loads(subprocess.run([sys.executable, "-c", code], env=env, check=True, capture_output=True, text=True).stdout)
+    assert warm[:3] == cold[:3] and warm[3] is False
+
+
+def test_unreadable_cache_is_only_a_cost(tmp_path):
+    env = {**__import__("os").environ, "RECURC_CACHE_DIR": str(tmp_path)}
+    code = "from recurc import sizemodel; print(sizemodel.predict(sizemodel.baseline_tensors(), sizemodel.QuantSpec()).total)"
+    first = subprocess.run([sys.executable, "-c", code], env=env, check=True, capture_output=True, text=True).stdout
+    for f in tmp_path.glob("entropy-*.json"):
+        f.write_text("{not json")
+    again = subprocess.run([sys.executable, "-c", code], env=env, check=True, capture_output=True, text=True).stdout
+    assert again == first
