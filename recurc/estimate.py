@@ -166,9 +166,9 @@ def estimate(plan: Plan, *, suggest: bool = True) -> Estimate:
         end = phases[i + 1].start if i + 1 < len(phases) else 1.0
         sched += 3.0 * fwd[ph.path] * max(end - ph.start, 0.0)
     notes = []
-    if spec.quant.compressor.name == "zstd":
-        notes.append("zstd-22 on a whole mixed artifact runs up to ~8 % above the per-stream model "
-                     "(docs/size-model.md, known gap): treat the high end as the estimate")
+    if spec.quant.compressor.name == "zstd" and spec.quant.container == "torch":
+        notes.append("zstd-22 in the torch container runs ~8 % above this estimate: the pickle ahead of the "
+                     "values spoils zstd's statistics (docs/size-model.md); container: recurc does not")
     comp = spec.quant.compressor
     if comp.name != "none" and comp.level is not None and comp.level != Compressor(name=comp.name).effective_level:
         notes.append(f"the size model is calibrated at {comp.name}'s maximum level; at level {comp.level} "
