@@ -486,6 +486,17 @@ def _fold_env(plan: Plan) -> dict[str, Any]:
     return _with_roots(env)
 
 
+def stale_fold_keys(plan: Plan) -> list[str]:
+    """Keys of `_fold_env` that match no expression in the code emit extracts. The keys are
+    source text; renaming a condition in runtime/ or recurc/ without updating its key would leave
+    the branch unfolded, or fold one that means something else. A test keeps this list empty."""
+    exprs: set[str] = set()
+    for mi in _index().values():
+        for d in mi.defs.values():
+            exprs.update(ast.unparse(n) for n in ast.walk(ast.parse(d.text)) if isinstance(n, ast.expr))
+    return sorted(k for k in _fold_env(plan) if not k.startswith("__") and k not in exprs)
+
+
 def _compiled_spec(plan: Plan, version: str, h: str) -> str:
     """The script's data section: hyperparameters, the spec's fixed settings and the Plan."""
     spec = plan.spec

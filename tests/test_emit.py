@@ -177,3 +177,17 @@ def test_emitted_model_equals_the_built_model_for_every_spec(spec_file, tmp_path
     for path in plan.paths:
         torch.testing.assert_close(emitted(idx, torch.roll(idx, -1, 1), path=path),
                                    ours(idx, torch.roll(idx, -1, 1), path=path))
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=lambda p: p.stem)
+def test_every_fold_key_names_real_code(spec):
+    """emit folds `if`s by the source text of their conditions: each key must still occur."""
+    from recurc.emit import stale_fold_keys
+    assert stale_fold_keys(make_plan(load_spec(spec))) == []
+
+
+def test_a_renamed_condition_is_caught(monkeypatch):
+    import recurc.emit as emit_mod
+    real = emit_mod._fold_env
+    monkeypatch.setattr(emit_mod, "_fold_env", lambda plan: {**real(plan), "run.renamed_flag": True})
+    assert emit_mod.stale_fold_keys(make_plan(load_spec(ROOT / "specs" / "baseline.yaml"))) == ["run.renamed_flag"]
