@@ -82,6 +82,7 @@ class Estimate:
     flops_per_token_train_schedule: float = 0.0   # phases weighted by training fraction
     code_source: str = "code.bytes"
     compressor: str = ""
+    weights: str = ""                        # the trained-weight profile of the size model
     suggestions: list[Suggestion] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -200,6 +201,7 @@ def estimate(plan: Plan, *, suggest: bool = True) -> Estimate:
         flops_per_token_train_schedule=sched,
         code_source=csource,
         compressor=_compressor_label(spec.quant.compressor),
+        weights=spec.quant.weights,
         notes=notes,
     )
     if suggest and not est.fits:

@@ -51,7 +51,8 @@ def format_estimate(e) -> str:
                + (f", over the schedule {_si(e.flops_per_token_train_schedule)}"
                   if abs(e.flops_per_token_train_schedule - e.flops_per_token_train) > 1 else "")
                + f"   eval {_si(e.flops_per_token_eval)}")
-    out.append(f"model bytes   {_n(e.model_bytes)}   (interval {_n(e.model_bytes_low)} .. {_n(e.model_bytes_high)})")
+    out.append(f"model bytes   {_n(e.model_bytes)}   (interval {_n(e.model_bytes_low)} .. {_n(e.model_bytes_high)}: "
+               f"weights profile {e.weights}, band over the built-in profiles)")
     out.append(f"code bytes    {_n(e.code_bytes)}   ({e.code_source})")
     verdict = "fits" if e.fits else "OVER BUDGET"
     out.append(f"total         {_n(e.total_bytes)} / {_n(e.budget)}   headroom {e.headroom:+,}   → {verdict}")
