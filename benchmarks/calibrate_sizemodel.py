@@ -25,16 +25,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from recurc import entropy, quant, sizemodel  # noqa: E402
+from recurc.measure import entropy_bits  # noqa: E402
 from recurc.quantspec import ClipRule, Compressor, GroupQuant, QuantSpec  # noqa: E402
 
 COMPRESSORS = ("zlib", "lzma", "zstd", "brotli")
 BASELINE_BYTES = 15_815_847
-
-
-def entropy_bits(q: np.ndarray) -> float:
-    _, c = np.unique(q, return_counts=True)
-    p = c / c.sum()
-    return float(-(p * np.log2(p)).sum())
 
 
 def measure_excess(n: int = 1 << 20) -> None:
@@ -206,20 +201,13 @@ def check_checkpoint(path: str, spec_json: str | None) -> None:
         compare(state, groups, spec, sizemodel.ShapeAssumption(beta=beta, sigma=tuple(sig.items())), f"  beta={beta}")
 
 
-def tensor_entropies(path: str) -> list[sizemodel.TensorEntropy]:
-    """The per-tensor entropies benchmarks/trained_size.py wrote (tensors.json)."""
-    d = json.loads(Path(path).read_text())
-    return [sizemodel.TensorEntropy(t["name"], tuple(t["shape"]), t["group"], t["entropy_rtn"], t.get("entropy_gptq"))
-            for t in d["tensors"]]
-
-
 def fit_profile_from(path: str, spec_path: str, name: str, check: list[str]) -> None:
     """Fit a profile to one run's tensors.json; print it and how it predicts each run in `check`
     (spec, tensors.json, measured artifact bytes) — a run it was not fitted to is a real test."""
     from recurc.plan import make_plan
     from recurc.spec import load_spec
     plan = make_plan(load_spec(spec_path))
-    prof = sizemodel.fit_profile(tensor_entropies(path), plan.spec.quant, name, source=path)
+    prof = sizemodel.fit_profile(sizemodel.read_tensor_entropies(path), plan.spec.quant, name, source=path)
     print(prof.to_json())
     for item in check:
         cspec, cbytes = item.split(":")

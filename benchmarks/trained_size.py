@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from recurc import quant, sizemodel  # noqa: E402
 from recurc.build import build  # noqa: E402
-from recurc.measure import measure  # noqa: E402
+from recurc.measure import entropy_bits, measure  # noqa: E402
 from recurc.plan import make_plan  # noqa: E402
 from recurc.spec import load_spec  # noqa: E402
 from runtime.checkpoint import load_checkpoint  # noqa: E402
@@ -35,12 +35,6 @@ from runtime.data import DistributedTokenLoader  # noqa: E402
 from runtime.export import ARTIFACT_NAME, CALIBRATION_BATCHES, collect_hessians, gptq_tensors  # noqa: E402
 
 FILE_LIMIT = 15_000_000
-
-
-def entropy_bits(q: np.ndarray) -> float:
-    _, c = np.unique(q, return_counts=True)
-    p = c / c.sum()
-    return float(-(p * np.log2(p)).sum())
 
 
 def beta_of_kurtosis(k: float) -> float:

@@ -425,7 +425,7 @@ def _version() -> str:
 
 def _fold_env(plan: Plan) -> dict[str, Any]:
     """Expressions of the extracted code whose value this spec decides."""
-    from .quant import plan_tensor
+    from .quantspec import plan_tensor
     spec = plan.spec
     m, pp, q = spec.model, spec.per_pass, spec.quant
     layers = [l for p in plan.paths.values() for l in p.layers]

@@ -244,7 +244,7 @@ def _suggestion(kind: str, change: str, overrides: list[str], e: Estimate) -> Su
 
 def _int_groups(plan: Plan) -> dict[str, Any]:
     """Groups stored as int that actually hold quantized tensors."""
-    from .quant import plan_tensor
+    from .quantspec import plan_tensor
     q = plan.spec.quant
     out = {}
     for p in plan.params:
@@ -256,7 +256,7 @@ def _int_groups(plan: Plan) -> dict[str, Any]:
 
 def _passthrough_groups(plan: Plan) -> dict[str, int]:
     """Groups with tensors above the passthrough threshold that are stored as floats: bytes of them."""
-    from .quant import plan_tensor
+    from .quantspec import plan_tensor
     q = plan.spec.quant
     out: dict[str, int] = {}
     for p in plan.params:

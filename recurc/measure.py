@@ -152,7 +152,8 @@ def _without_gptq(q: QuantSpec) -> QuantSpec:
 
 
 # ---------------------------------------------------------------- measure
-def _entropy(q: np.ndarray) -> float:
+def entropy_bits(q: np.ndarray) -> float:
+    """Empirical entropy (bits/value) of int8 quantized values."""
     counts = np.bincount(q.ravel().astype(np.int16) + 128, minlength=256)
     p = counts[counts > 0] / q.size
     return float(-(p * np.log2(p)).sum())
@@ -160,15 +161,17 @@ def _entropy(q: np.ndarray) -> float:
 
 def tensor_entropies(arrays: Mapping[str, np.ndarray], groups: Mapping[str, str], q: QuantSpec,
                      gptq_state: quant.QuantizedState | None) -> list:
-    """Entropy of each int-quantized tensor's values, rounded (and with GPTQ when given)."""
+    """Entropy of each int-quantized tensor's values, rounded, and with GPTQ for the tensors the
+    spec GPTQs (when `gptq_state` holds them)."""
     from .sizemodel import TensorEntropy
     rounded = quant.quantize_state(arrays, groups, _without_gptq(q))
     out = []
     for name, t in rounded.tensors.items():
         if t.kind == "int" and t.q is not None:
-            g = gptq_state.tensors[name].q if gptq_state is not None else None
-            out.append(TensorEntropy(name, tuple(t.shape), t.group, _entropy(t.q),
-                                     None if g is None else _entropy(g)))
+            tp = quant.plan_tensor(t.shape, "float32", t.group, q)
+            gptqd = gptq_state is not None and tp.per_row and tp.gq is not None and tp.gq.gptq
+            out.append(TensorEntropy(name, tuple(t.shape), t.group, entropy_bits(t.q),
+                                     entropy_bits(gptq_state.tensors[name].q) if gptqd else None))
     return out
 
 

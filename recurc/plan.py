@@ -151,6 +151,9 @@ class Plan:
         data = self.spec.to_data()
         for k in ("name", "description"):
             data.pop(k, None)
+        # what the size model assumes about trained weights changes neither the model nor its
+        # artifact (and a profile file's absolute path would tie the identity to a checkout)
+        data.get("quant", {}).pop("weights", None)
         data["order"] = self.canonical_order()
         data["blocks"] = [b.name for b in self.blocks] if self.block_names else len(self.blocks)
         # widths, not how they were written: `mult: 2` and `hidden: 1024` at dim 512 are one MLP

@@ -51,8 +51,9 @@ class WeightProfile:
         if missing:
             raise ValueError(f"profile {name!r} lacks role(s) {', '.join(missing)} (roles: {', '.join(ROLES)})")
         for r in ROLES:
-            if not 0.2 <= float(beta[r]) <= 8.0:
-                raise ValueError(f"profile {name!r}: beta of {r} must lie in 0.2..8, got {beta[r]}")
+            # below 0.3 the entropy model's integration grid cannot resolve the peak at zero
+            if not 0.3 <= float(beta[r]) <= 8.0:
+                raise ValueError(f"profile {name!r}: beta of {r} must lie in 0.3..8, got {beta[r]}")
         return cls(name, tuple((r, float(beta[r])) for r in ROLES),
                    tuple((r, float(gptq_bits[r])) for r in ROLES), source)
 

@@ -29,10 +29,11 @@ from __future__ import annotations
 import io
 import json
 import lzma
+import math
 import struct
 import zlib
 from dataclasses import dataclass, field
-from typing import Callable, Literal, Mapping
+from typing import Callable, Mapping
 
 import numpy as np
 
@@ -418,15 +419,32 @@ def _serialize_recurc(qstate: QuantizedState, spec: QuantSpec) -> bytes:
     return b"".join([RECURC_MAGIC, *vals, *scales, *passes, header, struct.pack("<I", len(header))])
 
 
+def _stream_bytes(e: dict) -> int:
+    """Bytes a header entry's tensor takes in the streams (values + scale, or passthrough data)."""
+    if e["k"] == "passthrough":
+        return math.prod(e["s"]) * np.dtype(e["d"]).itemsize
+    return math.prod(e["s"]) + math.prod(e["ss"]) * np.dtype(e["sd"]).itemsize
+
+
 def _deserialize_recurc(raw: bytes) -> QuantizedState:
+    if raw[:4] == b"RCQ1":
+        raise SpecError("this artifact is in recurc's older container (RCQ1, header first)",
+                        hint="re-export the checkpoint with this recurc (`recurc measure CKPT --spec S -o FILE`)")
     if raw[:4] != RECURC_MAGIC or len(raw) < 8:
-        raise SpecError("not a recurc container of this version (bad magic)")
+        raise SpecError("not a recurc container (bad magic)")
     (hlen,) = struct.unpack_from("<I", raw, len(raw) - 4)
     if hlen > len(raw) - 8:
-        raise SpecError("corrupt recurc container (header length)")
-    head = json.loads(raw[len(raw) - 4 - hlen:len(raw) - 4])
-    shuffle = bool(head["shuffle"])
-    entries = head["t"]
+        raise SpecError("corrupt recurc container: the header length exceeds the file")
+    try:
+        head = json.loads(raw[len(raw) - 4 - hlen:len(raw) - 4])
+        shuffle = bool(head["shuffle"])
+        entries = head["t"]
+        want = sum(_stream_bytes(e) for e in entries)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise SpecError(f"corrupt recurc container: unreadable header ({exc})") from None
+    if want != len(raw) - 8 - hlen:
+        raise SpecError(f"corrupt recurc container: its streams hold {len(raw) - 8 - hlen:,} bytes, "
+                        f"its header describes {want:,}")
     pos = 4
 
     def take(nbytes: int) -> bytes:

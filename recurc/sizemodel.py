@@ -199,9 +199,10 @@ class _EntropyCache:
         if self.entries is None:
             try:
                 loaded = json.loads(self.path.read_text())
-                self.entries = loaded if isinstance(loaded, dict) else {}
             except (OSError, ValueError):
-                self.entries = {}
+                loaded = {}
+            self.entries = {k: v for k, v in loaded.items() if isinstance(v, list) and len(v) == 2
+                            and all(isinstance(x, (int, float)) for x in v)} if isinstance(loaded, dict) else {}
         return self.entries.get(key)
 
     def put(self, key: str, value: tuple[float, float]) -> None:
@@ -323,11 +324,18 @@ class TensorEntropy:
     entropy_gptq: float | None = None
 
 
+def read_tensor_entropies(path: str | Path) -> list[TensorEntropy]:
+    """The per-tensor statistics benchmarks/trained_size.py writes (tensors.json)."""
+    d = json.loads(Path(path).read_text())
+    return [TensorEntropy(t["name"], tuple(t["shape"]), t["group"], t["entropy_rtn"], t.get("entropy_gptq"))
+            for t in d["tensors"]]
+
+
 def fit_profile(records: Iterable[TensorEntropy], spec: QuantSpec, name: str, source: str = "",
                 fallback: WeightProfile | None = None) -> WeightProfile:
-    """Per role: the shape β in [0.3, 2] whose predicted entropy, summed over the role's tensors,
-    equals the measured sum (β = 2 when even the Gaussian predicts less: it is the maximum under
-    SDClip), and GPTQ's mean extra bits/value. Roles with no quantized tensor keep `fallback`'s
+    """Per role: the shape β whose predicted entropy, summed over the role's tensors, equals the
+    measured sum (β in [0.3, 2] under SDClip, where the Gaussian's β = 2 is the maximum; [0.3, 8]
+    under the percentile clip), and GPTQ's mean extra bits/value over the GPTQ'd tensors. Roles with no quantized tensor keep `fallback`'s
     values (default: the challenge-baseline profile)."""
     from recurc import entropy   # bisection over beta: values not worth caching
     fallback = fallback or PROFILES[DEFAULT_PROFILE]
@@ -351,10 +359,12 @@ def fit_profile(records: Iterable[TensorEntropy], spec: QuantSpec, name: str, so
                 total += n * entropy.value_entropy("int", tp.bits, tp.gq.clip.kind, float(tp.gq.clip.value),
                                                    int(row), b, None)[0]
             return total
-        lo, hi = 0.3, 2.0
+        # Entropy rises with beta: under SDClip up to the Gaussian (its maximum), under the
+        # percentile clip further (lighter tails, smaller row maxima, finer steps).
+        lo, hi = 0.3, (2.0 if any(tp.gq.clip.kind == "std" for tp, _, _ in items) else 8.0)
         if predicted(hi) <= measured:
             lo = hi
-        for _ in range(24):   # entropy rises with beta up to the Gaussian
+        for _ in range(24):
             mid = 0.5 * (lo + hi)
             lo, hi = (mid, hi) if predicted(mid) < measured else (lo, mid)
         beta[role] = round(0.5 * (lo + hi), 3)

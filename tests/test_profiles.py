@@ -31,16 +31,10 @@ def _predict(spec: str, profile: WeightProfile) -> float:
                              sizemodel.ShapeAssumption(profile=profile)).total
 
 
-def _entropies(path: Path) -> list[sizemodel.TensorEntropy]:
-    d = json.loads(path.read_text())
-    return [sizemodel.TensorEntropy(t["name"], tuple(t["shape"]), t["group"], t["entropy_rtn"], t["entropy_gptq"])
-            for t in d["tensors"]]
-
-
 def test_builtin_profile_is_the_fit_of_the_committed_run():
     """recurc-sp8192-short is exactly what fit_profile gives on the run's committed statistics."""
     plan = make_plan(load_spec(ROOT / "specs" / "loop45_sp8192.yaml"))
-    fitted = sizemodel.fit_profile(_entropies(RESULTS / "loop45_sp8192_1140steps_tensors.json"),
+    fitted = sizemodel.fit_profile(sizemodel.read_tensor_entropies(RESULTS / "loop45_sp8192_1140steps_tensors.json"),
                                    plan.spec.quant, "recurc-sp8192-short")
     assert fitted.beta == PROFILES["recurc-sp8192-short"].beta
     assert fitted.gptq_bits == PROFILES["recurc-sp8192-short"].gptq_bits
@@ -150,3 +144,25 @@ def test_save_profile_must_be_json(tmp_path):
     with pytest.raises(SpecError, match=r"\.json"):
         measure(tmp_path / "x.pt", plan, save_profile=tmp_path / "p.txt")
     assert not (tmp_path / "p.txt").exists()
+
+
+def test_weights_profile_is_not_part_of_the_plan_identity(tmp_path):
+    """The profile changes predictions only: resume checks and emitted PLAN_HASH stay put."""
+    from recurc.emit import plan_hash
+    a = make_plan(load_spec(ROOT / "specs" / "tiny.yaml"))
+    b = make_plan(load_spec(ROOT / "specs" / "tiny.yaml", ["quant.weights=gaussian"]))
+    assert a.canonical() == b.canonical() and plan_hash(a) == plan_hash(b)
+
+
+def test_gptq_entropies_only_for_gptq_tensors():
+    from recurc import quant
+    from recurc.measure import tensor_entropies
+    plan = make_plan(load_spec(ROOT / "specs" / "tiny.yaml", ["quant.groups.mlp.gptq=true"]))
+    rng = np.random.default_rng(0)
+    arrays = {p.name: rng.normal(0, 0.5, p.shape).astype(np.float32) for p in plan.params}
+    groups = {p.name: p.group for p in plan.params}
+    hess = {n: np.eye(a.shape[1]) for n, a in arrays.items() if groups[n] == "mlp" and a.ndim == 2}
+    state = quant.quantize_state(arrays, groups, plan.spec.quant, hessians=hess)
+    recs = tensor_entropies(arrays, groups, plan.spec.quant, state)
+    assert {r.group for r in recs if r.entropy_gptq is not None} == {"mlp"}
+    assert all(r.entropy_gptq is None for r in recs if r.group != "mlp")

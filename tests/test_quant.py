@@ -240,3 +240,16 @@ def test_import_without_torch():
     import sys
     code = "import recurc.quant, sys; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_damaged_recurc_container_is_a_clear_error():
+    spec = QuantSpec(container="recurc", compressor=Compressor(name="none"))
+    state = {"a": np.random.default_rng(0).normal(size=(300, 400)).astype(np.float32),
+             "b": np.ones(10, np.float32)}
+    blob = quant.pack(quant.quantize_state(state, {"a": "attention", "b": "scalars"}, spec), spec)
+    assert set(quant.unpack(blob, spec).tensors) == {"a", "b"}
+    for damaged, why in ((blob[:4] + b"x" + blob[4:], "streams hold"), (blob[:100] + blob[101:], "streams hold"),
+                         (b"RCQ1" + blob[4:], "older container"), (blob[:-6] + b"\0\0" + blob[-4:], "unreadable header"),
+                         (blob[:4] + b"\xff\xff\xff\xff", "header length")):
+        with pytest.raises(SpecError, match=why):
+            quant.unpack(damaged, spec)

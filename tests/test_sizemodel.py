@@ -102,3 +102,16 @@ def test_unreadable_cache_is_only_a_cost(tmp_path):
         f.write_text("{not json")
     again = subprocess.run([sys.executable, "-c", code], env=env, check=True, capture_output=True, text=True).stdout
     assert again == first
+
+
+@pytest.mark.parametrize("spec", ["baseline.yaml", "loop45x2.yaml"])   # loop45x2 is over budget: suggestions too
+def test_warm_estimate_command_imports_neither_numpy_nor_torch(tmp_path, spec):
+    path = str(__import__("pathlib").Path(__file__).resolve().parents[1] / "specs" / spec)
+    code = (f"import sys, contextlib, io; sys.argv = ['recurc', 'estimate', {path!r}]\n"
+            "import recurc.cli\n"
+            "with contextlib.redirect_stdout(io.StringIO()): recurc.cli.main()\n"
+            "print(sorted(m for m in ('numpy', 'torch') if m in sys.modules))")
+    env = {**__import__("os").environ, "RECURC_CACHE_DIR": str(tmp_path)}
+    subprocess.run([sys.executable, "-c", code], env=env, check=True, capture_output=True)   # fills the cache
+    out = subprocess.run([sys.executable, "-c", code], env=env, check=True, capture_output=True, text=True)
+    assert out.stdout.strip() == "[]"

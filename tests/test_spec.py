@@ -133,3 +133,9 @@ def test_canonical_plan_ignores_spelling():
     assert a.canonical() == b.canonical()
     c = plan_of('order: "0..3,(4,5)x2"\nmodel: {mlp: {hidden: 1088}}\n')
     assert c.canonical() != a.canonical()
+
+
+def test_undecodable_override_is_a_clear_error():
+    # Python hands undecodable command-line bytes over as lone surrogates
+    with pytest.raises(SpecError, match="not a character UTF-8 can encode"):
+        load_spec(ROOT / "specs" / "tiny.yaml", ["model.dim=\udcff"])
