@@ -175,7 +175,8 @@ def estimate(plan: Plan, *, suggest: bool = True) -> Estimate:
         notes.append(f"the size model is calibrated at {comp.name}'s maximum level; at level {comp.level} "
                      "expect more bytes (brotli-9 measured ~18 % above brotli-11 on int6 values)")
     if any(g.scheme == "ternary" for g in spec.quant.groups.values()):
-        notes.append("ternary groups are predicted ~10 % low with brotli (docs/size-model.md, known gap)")
+        notes.append("ternary values sharing the artifact with int8 values come out ~2 % above this "
+                     "estimate with brotli (docs/size-model.md, known gap)")
     est = Estimate(
         name=spec.name,
         unique_params=plan.unique_params,

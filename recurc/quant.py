@@ -43,7 +43,7 @@ from recurc.quantspec import (GROUPS, Compressor, GroupQuant, Kind, QuantSpec, T
 
 BASELINE_FORMAT = "int8_clean_per_row_v1"
 RECURC_TORCH_FORMAT = "recurc_int_per_row_v1"   # torch container, any bits / ternary / shuffle
-RECURC_MAGIC = b"RCQ2"   # RCQ1 put the header first; zstd-22 then coded the values up to 10 % worse
+RECURC_MAGIC = b"RCQ2"   # at the end of the raw container (RCQ1: magic and header first)
 GPTQ_DAMP = 0.01          # fraction of mean(diag H) added to the diagonal
 GPTQ_BLOCK = 128          # columns per lazy-update block
 STD_RULE_SCALE_FLOOR = 1e-12
@@ -390,12 +390,12 @@ def _deserialize_torch(raw: bytes) -> QuantizedState:
 
 
 def _serialize_recurc(qstate: QuantizedState, spec: QuantSpec) -> bytes:
-    """recurc's flat format: MAGIC, three streams, then the JSON header and its u32 length:
+    """recurc's flat format: three streams, then the JSON header, its u32 length and MAGIC:
     all quantized values (int8, one byte per value: bit-packing b<8 compressed worse with every
     compressor we measured, see docs/size-model.md), all scales, all passthrough bytes. Multi-byte
     arrays are byte-shuffled one by one when asked. Order of tensors = header order.
-    The header comes last because a few KB of JSON ahead of the values made zstd-22 code them up
-    to 10 % worse (its statistics start on the text); the other compressors do not care."""
+    The values come first, before any other byte: a few KB of JSON ahead of them made zstd-22 code
+    them up to 10 % worse, and 4 magic bytes ahead of ternary values cost brotli-11 15 %."""
     shuffle = spec.compressor.byte_shuffle
     entries, vals, scales, passes = [], [], [], []
 
@@ -416,7 +416,7 @@ def _serialize_recurc(qstate: QuantizedState, spec: QuantSpec) -> bytes:
             put(t.scale, scales)
         entries.append(e)
     header = json.dumps({"v": 1, "shuffle": shuffle, "t": entries}, separators=(",", ":")).encode()
-    return b"".join([RECURC_MAGIC, *vals, *scales, *passes, header, struct.pack("<I", len(header))])
+    return b"".join([*vals, *scales, *passes, header, struct.pack("<I", len(header)), RECURC_MAGIC])
 
 
 def _stream_bytes(e: dict) -> int:
@@ -427,16 +427,16 @@ def _stream_bytes(e: dict) -> int:
 
 
 def _deserialize_recurc(raw: bytes) -> QuantizedState:
-    if raw[:4] == b"RCQ1":
-        raise SpecError("this artifact is in recurc's older container (RCQ1, header first)",
-                        hint="re-export the checkpoint with this recurc (`recurc measure CKPT --spec S -o FILE`)")
-    if raw[:4] != RECURC_MAGIC or len(raw) < 8:
+    if raw[-4:] != RECURC_MAGIC or len(raw) < 8:
+        if raw[:4] == b"RCQ1":
+            raise SpecError("this artifact is in recurc's older container (RCQ1, header first)",
+                            hint="re-export the checkpoint with this recurc (`recurc measure CKPT --spec S -o FILE`)")
         raise SpecError("not a recurc container (bad magic)")
-    (hlen,) = struct.unpack_from("<I", raw, len(raw) - 4)
+    (hlen,) = struct.unpack_from("<I", raw, len(raw) - 8)
     if hlen > len(raw) - 8:
         raise SpecError("corrupt recurc container: the header length exceeds the file")
     try:
-        head = json.loads(raw[len(raw) - 4 - hlen:len(raw) - 4])
+        head = json.loads(raw[len(raw) - 8 - hlen:len(raw) - 8])
         shuffle = bool(head["shuffle"])
         entries = head["t"]
         want = sum(_stream_bytes(e) for e in entries)
@@ -445,7 +445,7 @@ def _deserialize_recurc(raw: bytes) -> QuantizedState:
     if want != len(raw) - 8 - hlen:
         raise SpecError(f"corrupt recurc container: its streams hold {len(raw) - 8 - hlen:,} bytes, "
                         f"its header describes {want:,}")
-    pos = 4
+    pos = 0
 
     def take(nbytes: int) -> bytes:
         nonlocal pos

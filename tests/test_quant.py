@@ -249,7 +249,7 @@ def test_damaged_recurc_container_is_a_clear_error():
     blob = quant.pack(quant.quantize_state(state, {"a": "attention", "b": "scalars"}, spec), spec)
     assert set(quant.unpack(blob, spec).tensors) == {"a", "b"}
     for damaged, why in ((blob[:4] + b"x" + blob[4:], "streams hold"), (blob[:100] + blob[101:], "streams hold"),
-                         (b"RCQ1" + blob[4:], "older container"), (blob[:-6] + b"\0\0" + blob[-4:], "unreadable header"),
-                         (blob[:4] + b"\xff\xff\xff\xff", "header length")):
+                         (b"RCQ1" + blob[4:-4] + b"xxxx", "older container"), (blob[:-10] + b"\0\0" + blob[-8:], "unreadable header"),
+                         (blob[:4] + b"\xff\xff\xff\xff" + blob[-4:], "header length"), (blob[:-1], "bad magic")):
         with pytest.raises(SpecError, match=why):
             quant.unpack(damaged, spec)
