@@ -60,7 +60,7 @@ def tensor_stats(name: str, w: np.ndarray, rtn: quant.QTensor, gptq: quant.QTens
            "kurtosis": kurt, "beta_from_kurtosis": beta_of_kurtosis(kurt),
            "max_abs_z": float(np.abs(z).max()), "entropy_rtn": entropy_bits(rtn.q),
            "zero_rows": int((rows.std(axis=1) == 0).sum())}
-    if gptq is not None:
+    if gptq is not None and tp.gq is not None and tp.gq.gptq:
         out["entropy_gptq"] = entropy_bits(gptq.q)
     if tp.kind == "int" and tp.gq is not None:
         n = w.shape[1] if tp.per_row else w.size

@@ -71,6 +71,12 @@ def format_estimate(e) -> str:
     return "\n".join(out)
 
 
+def _print(result, as_json: bool, table) -> int:
+    """A result as JSON (`--json`) or as its table; the command's exit status."""
+    print(json.dumps(result.to_dict(), indent=2) if as_json else table(result))
+    return 0
+
+
 @command("estimate", "predict parameters, FLOPs per token and artifact bytes of a spec (no torch, no training)")
 def _estimate(p: argparse.ArgumentParser) -> None:
     p.add_argument("spec", help="spec YAML file")
@@ -81,12 +87,7 @@ def _estimate(p: argparse.ArgumentParser) -> None:
     def run(args) -> int:
         from .cli import _plan
         from .estimate import estimate
-        e = estimate(_plan(args), suggest=not args.no_suggest)
-        if args.json:
-            print(json.dumps(e.to_dict(), indent=2))
-        else:
-            print(format_estimate(e))
-        return 0
+        return _print(estimate(_plan(args), suggest=not args.no_suggest), args.json, format_estimate)
     p.set_defaults(run=run)
 
 
@@ -106,9 +107,5 @@ def _measure(p: argparse.ArgumentParser) -> None:
         from .measure import format_measure, measure
         m = measure(args.checkpoint, _plan(args), hessians=args.hessians, output=args.output,
                     save_profile=args.save_profile)
-        if args.json:
-            print(json.dumps(m.to_dict(), indent=2))
-        else:
-            print(format_measure(m))
-        return 0
+        return _print(m, args.json, format_measure)
     p.set_defaults(run=run)

@@ -159,12 +159,11 @@ def entropy_bits(q: np.ndarray) -> float:
     return float(-(p * np.log2(p)).sum())
 
 
-def tensor_entropies(arrays: Mapping[str, np.ndarray], groups: Mapping[str, str], q: QuantSpec,
+def tensor_entropies(rounded: quant.QuantizedState, q: QuantSpec,
                      gptq_state: quant.QuantizedState | None) -> list:
     """Entropy of each int-quantized tensor's values, rounded, and with GPTQ for the tensors the
     spec GPTQs (when `gptq_state` holds them)."""
     from .sizemodel import TensorEntropy
-    rounded = quant.quantize_state(arrays, groups, _without_gptq(q))
     out = []
     for name, t in rounded.tensors.items():
         if t.kind == "int" and t.q is not None:
@@ -216,7 +215,9 @@ def measure(checkpoint: str | Path | Mapping[str, Any], plan: Plan, *,
         atomic_write(output, blob)
     if save_profile is not None:
         from .sizemodel import fit_profile
-        records = tensor_entropies(arrays, groups, q, qstate if hs is not None else None)
+        # without Hessians the measured state is the rounded one already
+        rounded = qstate if hs is None else quant.quantize_state(arrays, groups, _without_gptq(q))
+        records = tensor_entropies(rounded, q, qstate if hs is not None else None)
         prof = fit_profile(records, q, Path(save_profile).stem,
                            source=f"recurc measure {checkpoint if isinstance(checkpoint, (str, Path)) else '<state>'} "
                                   f"(spec {plan.spec.name}{', GPTQ' if hs is not None else ''})")

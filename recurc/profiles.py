@@ -58,8 +58,9 @@ class WeightProfile:
                    tuple((r, float(gptq_bits[r])) for r in ROLES), source)
 
     @classmethod
-    def uniform(cls, beta: float, gptq_bits: float = 0.0) -> "WeightProfile":
-        return cls.make(f"beta={beta:g}", {r: beta for r in ROLES}, {r: gptq_bits for r in ROLES})
+    def uniform(cls, beta: float) -> "WeightProfile":
+        """One shape for every role and no GPTQ bits (synthetic checks)."""
+        return cls.make(f"beta={beta:g}", {r: beta for r in ROLES}, {r: 0.0 for r in ROLES})
 
     def beta_of(self, role: str) -> float:
         return dict(self.beta)[role]
@@ -105,14 +106,15 @@ PROFILES: dict[str, WeightProfile] = {p.name: p for p in (
 DEFAULT_PROFILE = "challenge-baseline"
 
 
-def load_profile(ref: str, base: Path | None = None) -> WeightProfile:
-    """A built-in profile by name, or a JSON profile file (relative paths from `base`)."""
+def load_profile(ref: str) -> WeightProfile:
+    """A built-in profile by name, or a JSON profile file (spec.py makes a spec's relative path
+    absolute; an override's is relative to the working directory)."""
     if ref in PROFILES:
         return PROFILES[ref]
     if not ref.endswith(".json"):
         raise ValueError(f"unknown weight profile {ref!r}: built-in ones are {', '.join(PROFILES)}, "
                          "or give a .json file written by `recurc measure --save-profile`")
-    path = Path(ref) if base is None or Path(ref).is_absolute() else base / ref
+    path = Path(ref)
     try:
         text = path.read_text()
     except OSError as exc:

@@ -22,6 +22,7 @@ import json
 import math
 import os
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Iterable
 
@@ -188,7 +189,7 @@ class _EntropyCache:
         self.entries: dict[str, list[float]] | None = None
         self.dirty = False
 
-    @property
+    @cached_property
     def path(self) -> Path:
         root = os.environ.get("RECURC_CACHE_DIR") or Path(
             os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "recurc"
@@ -335,8 +336,8 @@ def fit_profile(records: Iterable[TensorEntropy], spec: QuantSpec, name: str, so
                 fallback: WeightProfile | None = None) -> WeightProfile:
     """Per role: the shape β whose predicted entropy, summed over the role's tensors, equals the
     measured sum (β in [0.3, 2] under SDClip, where the Gaussian's β = 2 is the maximum; [0.3, 8]
-    under the percentile clip), and GPTQ's mean extra bits/value over the GPTQ'd tensors. Roles with no quantized tensor keep `fallback`'s
-    values (default: the challenge-baseline profile)."""
+    under the percentile clip), and GPTQ's mean extra bits/value over the GPTQ'd tensors. Roles
+    with no quantized tensor keep `fallback`'s values (default: the challenge-baseline profile)."""
     from recurc import entropy   # bisection over beta: values not worth caching
     fallback = fallback or PROFILES[DEFAULT_PROFILE]
     by_role: dict[str, list[tuple[TensorPlan, tuple[int, ...], TensorEntropy]]] = {r: [] for r in ROLES}

@@ -306,13 +306,13 @@ def _scalar(node: yaml.Node, origin: str) -> Any:
 
 def parse_yaml(text: str, origin: str) -> tuple[dict, dict[tuple, str]]:
     """YAML text → (plain dict, path → position)."""
-    if len(text.encode("utf-8", "surrogatepass")) > MAX_SPEC_BYTES:
-        raise SpecError(f"the spec is larger than the limit of {MAX_SPEC_BYTES:,} bytes", where=origin)
     try:
-        text.encode("utf-8")
+        size = len(text.encode("utf-8"))
     except UnicodeEncodeError as exc:   # e.g. undecodable bytes of a command-line override
         raise SpecError(f"invalid YAML: the text holds {text[exc.start]!r}, which is not a character "
                         "UTF-8 can encode", where=origin) from None
+    if size > MAX_SPEC_BYTES:
+        raise SpecError(f"the spec is larger than the limit of {MAX_SPEC_BYTES:,} bytes", where=origin)
     _check_yaml_shape(text, origin)
     try:
         node = yaml.compose(text, Loader=_YAML_LOADER)

@@ -163,6 +163,8 @@ def test_gptq_entropies_only_for_gptq_tensors():
     groups = {p.name: p.group for p in plan.params}
     hess = {n: np.eye(a.shape[1]) for n, a in arrays.items() if groups[n] == "mlp" and a.ndim == 2}
     state = quant.quantize_state(arrays, groups, plan.spec.quant, hessians=hess)
-    recs = tensor_entropies(arrays, groups, plan.spec.quant, state)
+    rounded = quant.quantize_state(arrays, groups, plan.spec.quant.model_copy(update={"groups": {
+        g: gq.model_copy(update={"gptq": False}) for g, gq in plan.spec.quant.groups.items()}}))
+    recs = tensor_entropies(rounded, plan.spec.quant, state)
     assert {r.group for r in recs if r.entropy_gptq is not None} == {"mlp"}
     assert all(r.entropy_gptq is None for r in recs if r.group != "mlp")
