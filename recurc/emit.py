@@ -32,6 +32,7 @@ import base64
 import hashlib
 import json
 import lzma
+import math
 import os
 import re
 import textwrap
@@ -64,7 +65,7 @@ SOURCES: tuple[tuple[str, str, str], ...] = (
 PROJECT_PREFIXES = ("recurc", "runtime")
 _MODULES = {m for m, _, _ in SOURCES}
 # Definitions the script provides itself (they read the spec or the package, not data).
-TEMPLATE_NAMES = {"build_model", "predicted_bytes", "Hyperparameters", "SPEC", "PLAN", "main",
+TEMPLATE_NAMES = {"SPEC_NAME", "SPEC_DESCRIPTION", "build_model", "predicted_bytes", "Hyperparameters", "SPEC", "PLAN", "main",
                   "NS", "ParamInfo", "BlockInfo", "Layer", "Phase", "PLAN_HASH"}
 
 
@@ -402,9 +403,11 @@ def _lit(v: Any, indent: int = 0, width: int = 100) -> str:
         return "(" + ", ".join(_lit(x) for x in v) + ("," if len(v) == 1 else "") + ")"
     if isinstance(v, list):
         return "[" + ", ".join(_lit(x) for x in v) + "]"
-    if isinstance(v, float):
+    if isinstance(v, float) and not math.isfinite(v):
+        raise ValueError(f"cannot write the non-finite float {v!r} into the script")
+    if v is None or isinstance(v, (bool, int, float, str)):
         return repr(v)
-    return repr(v)
+    raise TypeError(f"no literal for {type(v).__name__}")
 
 
 def _ns(**kw: Any) -> dict:
@@ -509,7 +512,7 @@ def _compiled_spec(plan: Plan, version: str, h: str) -> str:
     w('    data_path = os.environ.get("DATA_PATH", "./data/datasets/fineweb10B_sp%d")\n' % m.vocab_size)
     w('    tokenizer_path = os.environ.get("TOKENIZER_PATH", "./data/tokenizers/fineweb_%d_bpe.model")\n'
       % m.vocab_size)
-    w('    run_id = os.environ.get("RUN_ID", "%s")\n' % spec.name)
+    w(f'    run_id = os.environ.get("RUN_ID", {_lit(spec.name)})\n')
     w('    out_dir = os.environ.get("OUT_DIR", os.path.join("runs", run_id))\n')
     w('    device = os.environ.get("DEVICE") or None\n')
     w('    compile = bool(int(os.environ.get("COMPILE", int(torch.cuda.is_available()))))\n')
@@ -525,7 +528,7 @@ def _compiled_spec(plan: Plan, version: str, h: str) -> str:
     for name in type(t).model_fields:
         if name in ("seed", "iterations", "max_wallclock_seconds"):
             continue
-        w(f"    {name} = {getattr(t, name)!r}\n")
+        w(f"    {name} = {_lit(getattr(t, name))}\n")
     w("\n\n")
     # ---- spec data
     groups = {g: _ns(scheme=gq.scheme, bits=gq.bits, clip=_ns(kind=gq.clip.kind, value=gq.clip.value),
@@ -699,20 +702,25 @@ def _import_block(imports: dict[str, str]) -> str:
 
 
 def _header(plan: Plan, version: str, h: str) -> str:
-    spec = plan.spec
+    """The script's docstring. It holds no text from the spec: the name and description are
+    data literals (`SPEC_NAME`, `SPEC_DESCRIPTION`) written by the serializer right below it,
+    so no quote, newline or backslash in them can end the docstring and become code."""
     orders = "  ".join(f"{n}: {plan.canonical_order(n)}" for n in plan.paths if n != "main")
     return (
-        f'"""train_gpt.py for spec {spec.name!r}: emitted by recurc {version} (`recurc emit`); do not edit,\n'
-        f"re-emit from the spec.\n\n"
+        f'"""train_gpt.py emitted by recurc {version} (`recurc emit`); do not edit, re-emit from the spec.\n\n'
         f"order {plan.canonical_order()}" + (f"   ({orders})" if orders else "") + "\n"
-        f"plan sha256 {h}   {plan.unique_params:,} parameters\n"
-        f"{spec.description}\n\n"
+        f"plan sha256 {h}   {plan.unique_params:,} parameters\n\n"
         "Run:  torchrun --standalone --nproc_per_node=8 train_gpt.py\n"
         "Environment: DATA_PATH (shard directory), TOKENIZER_PATH, SEED, ITERATIONS, MAX_WALLCLOCK_SECONDS\n"
         "(0: no cap), RUN_ID / OUT_DIR; also DEVICE, COMPILE, MICRO_TOKENS, VAL_LOSS_EVERY, TRAIN_LOG_EVERY,\n"
         "RESUME. Writes OUT_DIR/log.jsonl, checkpoint.pt and artifact.bin (the quantized, compressed model).\n"
         '"""\n'
     )
+
+
+def _spec_text(plan: Plan) -> str:
+    """The spec's free text, as data literals (repr) and never inside a docstring or comment."""
+    return f"SPEC_NAME = {_lit(plan.spec.name)}\nSPEC_DESCRIPTION = {_lit(plan.spec.description)}\n"
 
 
 def _section(title: str) -> str:
@@ -731,6 +739,7 @@ def emit_source(plan: Plan) -> Emitted:
     for alias, stmt in _TEMPLATE_IMPORTS.items():
         imports.setdefault(alias, stmt)
     parts = [_header(plan, version, h), "from __future__ import annotations\n\n", _import_block(imports), "\n",
+             _spec_text(plan), "\n",
              _TEMPLATE_TYPES, "\n\n", _section("the compiled spec"), _compiled_spec(plan, version, h), "\n\n"]
     section = None
     for d in defs:

@@ -12,14 +12,11 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from .errors import SpecError
+from .strict import Strict
 
 # Tensor groups every parameter of a Plan belongs to.
 GROUPS = ("embeddings", "attention", "mlp", "per_pass", "scalars")
 Group = Literal["embeddings", "attention", "mlp", "per_pass", "scalars"]
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class ClipRule(Strict):

@@ -17,16 +17,13 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from .errors import SpecError
+from .strict import Strict
 from .quantspec import QuantSpec
 
 MAX_SPEC_BYTES = 1_000_000
 MAX_YAML_DEPTH = 32
 MAX_EXTENDS_DEPTH = 16
 BLOCK_NAME = re.compile(r"^[A-Z][A-Z0-9_]*$")
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 # ---------------------------------------------------------------- model shape

@@ -61,7 +61,7 @@ def test_every_spec_emits_compiles_and_imports_no_recurc(spec):
         assert mods <= allowed, mods - allowed
         assert not mods & {"recurc", "runtime", "pydantic", "yaml", "lark", "networkx", "rich"}
     raw = emit(plan, "raw")
-    assert plan.spec.name in raw.splitlines()[0] and plan.canonical_order() in raw
+    assert f"SPEC_NAME = {plan.spec.name!r}" in raw and plan.canonical_order() in raw
     q = plan.spec.quant
     # only the compressor and the features the spec uses
     for name in ("zlib", "lzma", "zstandard", "brotli"):
