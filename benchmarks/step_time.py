@@ -23,6 +23,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from recurc.build import build  # noqa: E402
+from recurc.plan import make_plan  # noqa: E402
 from recurc.spec import load_spec  # noqa: E402
 from reference import RefConfig, Reference  # noqa: E402
 
@@ -111,7 +112,7 @@ def main() -> None:
 
     torch.manual_seed(0)
     ref = Runner("reference", Reference(RefConfig()), 1024, seq, args.micro_batch, accum)
-    ours = Runner("recurc baseline", build(base_spec), 1024, seq, args.micro_batch, accum)
+    ours = Runner("recurc baseline", build(make_plan(base_spec)), 1024, seq, args.micro_batch, accum)
     ours.model.load_state_dict(ref.model.state_dict())
     for r in (ref, ours):
         r.warm(args.warmup)
@@ -137,7 +138,7 @@ def main() -> None:
         micro = max(1, args.micro_batch * seq // sseq)
         acc = max(1, args.tokens_per_step // (micro * sseq))
         torch._dynamo.reset()
-        model = build(spec)
+        model = build(make_plan(spec))
         paths = list(dict.fromkeys([ph.path for ph in model.plan.phases] + [model.plan.eval_path]))
         compile_total = 0.0
         main = None

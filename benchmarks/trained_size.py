@@ -93,8 +93,8 @@ def main() -> None:
     want = gptq_tensors(plan)
     hessians: dict[str, np.ndarray] = {}
     if want:
-        loader = DistributedTokenLoader(a.data, 0, 1, seed=plan.spec.train.seed)
-        seq = plan.spec.model.seq_len
+        loader = DistributedTokenLoader(a.data, 0, 1, seed=plan.train.seed)
+        seq = plan.model.seq_len
         batches = [loader.next_batch(a.micro_tokens, seq) for _ in range(CALIBRATION_BATCHES)]
         hessians, missing = collect_hessians(model, want, batches, plan.eval_path, device)
         for n in missing:
@@ -102,7 +102,7 @@ def main() -> None:
 
     arrays = {p.name: state[p.name].detach().float().cpu().numpy() for p in plan.params}
     groups = {p.name: p.group for p in plan.params}
-    q = plan.spec.quant
+    q = plan.quant
     rtn = quant.quantize_state(arrays, groups, q.model_copy(update={"groups": {
         g: gq.model_copy(update={"gptq": False}) for g, gq in q.groups.items()}}))
     # GPTQ's values: the run's own artifact when there is one (its GPTQ ran on the same weights
@@ -125,7 +125,7 @@ def main() -> None:
                       f"predicted {m['predicted_by_group']}", flush=True)
     stats = [tensor_stats(n, arrays[n], t, gq_state.tensors[n] if gq_state else None, q)
              for n, t in rtn.tensors.items() if t.kind != "passthrough"]
-    (out / "tensors.json").write_text(json.dumps({"spec": plan.spec.name, "step": ckpt.get("step"),
+    (out / "tensors.json").write_text(json.dumps({"spec": plan.name, "step": ckpt.get("step"),
                                                   "tensors": stats}, indent=1))
     for s in stats:
         print(f"{s['name']:40s} {s['group']:10s} std {s['std']:.4f} kurt {s['kurtosis']:.2f} "

@@ -1,30 +1,38 @@
 """Plan → nn.Module.
 
 The module owns each tensor once: physical blocks in `blocks.<name>`, per-pass parameters in
-`passes.<virtual index>`, model-level ones at the top. Virtual layers are not modules: each path of
-the Plan becomes a tuple of `LayerRun` records holding *references* to the modules they run, fixed
-at build time. Forward walks that tuple — static unrolling, so torch.compile traces one graph per
-path with no data-dependent control flow, and a shared block is one object reached twice.
+`passes.<virtual index>`, token-level components under their name, model-level ones at the top.
+Every tensor is created where the Plan's owner says and initialised as the Plan's `init` says.
+Virtual layers are not modules: each path of the Plan becomes a tuple of `LayerRun` records
+holding *references* to the modules they run, fixed at build time. Forward walks that tuple —
+static unrolling, so torch.compile traces one graph per path with no data-dependent control
+flow, and a shared block is one object reached twice.
+
+Components come in through `torch_component(name)`: the torch side a component names
+(recurc/components). The emitted script defines that lookup as a table of the classes it carries.
 """
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .nn.layers import MLP, Attention, Rotary, add_block_scalars, rms_norm, sinusoidal_table
-from .plan import Plan, make_plan
-from .spec import Spec
+from .ir import ComponentUse, Owner, Plan
+from .nn.layers import Attention, Rotary, init_tensor, rms_norm, sinusoidal_table
 
 
-class Block(nn.Module):
-    """A physical block's own tensors: scalars (unless per pass), attention and MLP (unless borrowed)."""
+def torch_component(name: str):
+    """The torch side of a component ("module:attr" of its registry entry), imported on demand."""
+    from .components import lookup
+    module, _, attr = lookup(name).torch.partition(":")
+    return getattr(importlib.import_module(module), attr)
 
 
-class PassParams(nn.Module):
-    """Tensors owned by one virtual layer (a pass of a block)."""
+class Holder(nn.Module):
+    """A block's or a pass's own tensors and sub-modules."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -32,9 +40,10 @@ class LayerRun:
     """Everything one virtual layer needs, resolved at build time."""
     index: int
     attn: Attention
-    mlp: MLP
+    mlp: nn.Module
     scalars: nn.Module          # holds attn_scale, mlp_scale, resid_mix
-    own: nn.Module | None       # PassParams with per-pass tensors
+    own: nn.Module | None       # the pass's module (per-pass tensors)
+    hooks: tuple                # per-pass component hooks (pre/post) this layer runs
     parallel: bool
     xsa: bool
     skip_slot: int | None
@@ -43,104 +52,99 @@ class LayerRun:
     norm_scale: float
     residual_scale: float
     depth_row: int | None       # row of the sinusoidal depth encoding to add, if any
-    cross_repeat: bool
 
 
 class RecurrentLM(nn.Module):
     def __init__(self, plan: Plan) -> None:
         super().__init__()
         self.plan = plan
-        spec = plan.spec
-        m, pp = spec.model, spec.per_pass
-        by_name = plan.param_by_name
-        n_skips = by_name["skip_weights"].shape[0] if "skip_weights" in by_name else 0
-        if n_skips:
-            self.skip_weights = nn.Parameter(torch.ones(n_skips, m.dim))
-            if "skip_gates" in by_name:
-                self.skip_gates = nn.Parameter(torch.zeros(n_skips, m.dim))
-        self.gated = "skip_gates" in by_name
+        m = plan.model
         self.tok_emb = nn.Embedding(m.vocab_size, m.dim)
-        nn.init.normal_(self.tok_emb.weight, std=0.005)
-
-        def attention() -> Attention:
-            return Attention(m.dim, m.heads, m.kv_heads, m.q_gain_init)
-
-        def mlp(hidden: int, activation: str) -> MLP:
-            return MLP(m.dim, hidden, activation, m.mlp.negative_slope)
-
-        self.blocks = nn.ModuleDict()
-        for blk in plan.blocks:
-            mod = Block()
-            prefix = f"blocks.{blk.name}"
-            if f"{prefix}.attn_scale" in by_name:
-                add_block_scalars(mod, m.dim)
-            if blk.attn == f"{prefix}.attn":
-                mod.attn = attention()
-            if blk.mlp == f"{prefix}.mlp":
-                mod.mlp = mlp(blk.mlp_hidden, blk.activation)
-            self.blocks[blk.name] = mod
-
+        # token-level components, in spec order, each at its stage
+        self.embed_stage: tuple[str, ...] = ()
+        self.input_stage: tuple[str, ...] = ()
+        for use in plan.components:
+            if use.kind == "token":
+                self.add_module(use.name, torch_component(use.name)(m, use))
+                self._add_stage(use)
+        self.blocks = nn.ModuleDict({b.name: Holder() for b in plan.blocks})
         self.passes = nn.ModuleDict()
+        for p in plan.params:
+            if p.owner.kind == "pass" and p.owner.key not in self.passes:
+                self.passes[p.owner.key] = Holder()
+        for blk in plan.blocks:
+            if blk.attn.kind == "block" and blk.attn.key == blk.name:
+                self.blocks[blk.name].attn = self._attention()
+            if blk.mlp.kind == "block" and blk.mlp.key == blk.name:
+                self.blocks[blk.name].mlp = torch_component(blk.activation)(m.dim, blk.mlp_settings)
         for layer in plan.layers:
-            own = f"passes.{layer.index}"
-            if not any(name.startswith(own + ".") for name in by_name):
-                continue
-            mod = PassParams()
-            if f"{own}.attn_scale" in by_name:
-                add_block_scalars(mod, m.dim)
-            if f"{own}.iter_emb" in by_name:
-                mod.iter_emb = nn.Parameter(torch.zeros(m.dim))
-            if f"{own}.film_scale" in by_name:
-                mod.film_scale = nn.Parameter(torch.zeros(m.dim))
-                mod.film_shift = nn.Parameter(torch.zeros(m.dim))
-            if f"{own}.gamma" in by_name:
-                mod.gamma = nn.Parameter(torch.ones(m.dim))
-            if f"{own}.cross_repeat" in by_name:
-                mod.cross_repeat = nn.Parameter(torch.zeros(m.dim))
-            if f"{own}.attn.c_q.weight" in by_name:
-                mod.attn = attention()
-            if f"{own}.mlp.fc.weight" in by_name:
-                blk = plan.blocks[layer.block]
-                mod.mlp = mlp(blk.mlp_hidden, blk.activation)
-            self.passes[str(layer.index)] = mod
-
+            for owner, part in ((layer.attn, "attn"), (layer.mlp, "mlp")):
+                if owner.kind == "pass" and owner.part == part and not hasattr(self.passes[owner.key], part):
+                    blk = plan.blocks[layer.block]
+                    mod = self._attention() if part == "attn" else \
+                        torch_component(blk.activation)(m.dim, blk.mlp_settings)
+                    setattr(self.passes[owner.key], part, mod)
+        # loose tensors (block scalars, per-pass tensors, skips): created from the Plan
+        for p in plan.params:
+            parent, _, leaf = p.name.rpartition(".")
+            holder = self.get_submodule(parent) if parent else self
+            if not hasattr(holder, leaf):
+                holder.register_parameter(leaf, nn.Parameter(torch.empty(p.shape)))
         if not m.tied_embeddings:
             self.lm_head = nn.Linear(m.dim, m.vocab_size, bias=False)
-            nn.init.zeros_(self.lm_head.weight)
+        for p in plan.params:
+            init_tensor(self.get_parameter(p.name), p.init)
         # marks the head's input, so export can hook it for GPTQ of a tied embedding (no tensors)
         self.head_in = nn.Identity()
 
-        head_dim = m.head_dim
-        self.rotary = Rotary(m.rope.dims or head_dim, m.rope.base, m.seq_len)
-        max_depth = max(p.depth for p in plan.paths.values())
-        self.sinusoidal = pp.iteration_embedding == "sinusoidal"
+        self.rotary = Rotary(m.rope.dims, m.rope.base, m.seq_len)
+        self.sinusoidal = plan.per_pass.iteration_embedding == "sinusoidal"
         if self.sinusoidal:
+            max_depth = max(p.depth for p in plan.paths.values())
             self.register_buffer("depth_table", sinusoidal_table(max_depth, m.dim), persistent=False)
         self.softcap = m.logit_softcap
-        self.timestep_cap = pp.timestep_cap
+        self.gated = "skip_gates" in plan.param_by_name
+        self.hooks = {u.name: torch_component(u.name)(u) for u in plan.components if u.kind == "per_pass"}
         self.runs: dict[str, tuple[LayerRun, ...]] = {name: self._runs(name) for name in plan.paths}
 
-    # ---- build-time resolution of module paths
-    def _module(self, path: str) -> nn.Module:
-        return self.get_submodule(path)
+    def _add_stage(self, use: ComponentUse) -> None:
+        from .components import lookup
+        if lookup(use.name).stage_of(use) == "embed":
+            self.embed_stage += (use.name,)
+        else:
+            self.input_stage += (use.name,)
+
+    def _attention(self) -> Attention:
+        m = self.plan.model
+        return Attention(m.dim, m.heads, m.kv_heads, m.q_gain_init)
+
+    # ---- build-time resolution of owners
+    def _module(self, owner: Owner) -> nn.Module:
+        return self if owner.kind == "model" and not owner.part else self.get_submodule(owner.path)
 
     def _runs(self, path: str) -> tuple[LayerRun, ...]:
         out = []
         for layer in self.plan.paths[path].layers:
-            own = self._module(layer.per_pass) if layer.per_pass else None
             out.append(LayerRun(
                 index=layer.index, attn=self._module(layer.attn), mlp=self._module(layer.mlp),
-                scalars=self._module(layer.scalars), own=own, parallel=layer.parallel, xsa=layer.xsa,
+                scalars=self._module(layer.scalars),
+                own=self._module(layer.per_pass) if layer.per_pass else None,
+                hooks=tuple(self.hooks[h] for h in layer.hooks), parallel=layer.parallel, xsa=layer.xsa,
                 skip_slot=layer.skip_slot, skip_from=layer.skip_from, prev_pass=layer.prev_pass,
                 norm_scale=layer.norm_scale, residual_scale=layer.residual_scale,
                 depth_row=layer.depth_index if self.sinusoidal else None,
-                cross_repeat=own is not None and layer.prev_pass is not None and hasattr(own, "cross_repeat"),
             ))
         return tuple(out)
 
     # ---- forward
     def forward(self, idx: Tensor, targets: Tensor | None = None, path: str = "main") -> Tensor:
-        x = x0 = rms_norm(self.tok_emb(idx))
+        x = self.tok_emb(idx)
+        for name in self.embed_stage:
+            x = getattr(self, name)(x, idx)
+        x = rms_norm(x)
+        for name in self.input_stage:
+            x = getattr(self, name)(x, idx)
+        x0 = x
         outs: list[Tensor] = []
         for run in self.runs[path]:
             if run.skip_slot is not None:
@@ -160,28 +164,22 @@ class RecurrentLM(nn.Module):
         own = run.own
         if run.depth_row is not None:
             x = x + self.depth_table[run.depth_row].to(x.dtype)
-        if own is not None:
-            if hasattr(own, "iter_emb"):
-                x = x + own.iter_emb.to(x.dtype)
-            if hasattr(own, "film_scale"):
-                x = x * (1 + own.film_scale.to(x.dtype)) + own.film_shift.to(x.dtype)
+        for hook in run.hooks:
+            x = hook.pre(own, x)
         x_in = x
         s = run.scalars
         mix = s.resid_mix.to(x.dtype)
         x = mix[0] * x + mix[1] * x0
         attn_scale, mlp_scale = s.attn_scale.to(x.dtype), s.mlp_scale.to(x.dtype)
         if run.parallel:
-            h = rms_norm(x) * run.norm_scale if run.norm_scale != 1.0 else rms_norm(x)
-            update = attn_scale * run.attn(h, self.rotary, run.xsa) + mlp_scale * run.mlp(h)
-            x = x + update * run.residual_scale if run.residual_scale != 1.0 else x + update
+            h = self._norm(x, run)
+            x = x + self._scaled(attn_scale * run.attn(h, self.rotary, run.xsa) + mlp_scale * run.mlp(h), run)
         else:
             x = x + self._scaled(attn_scale * run.attn(self._norm(x, run), self.rotary, run.xsa), run)
             x = x + self._scaled(mlp_scale * run.mlp(self._norm(x, run)), run)
-        if own is not None and hasattr(own, "gamma"):
-            gamma = own.gamma.clamp(-self.timestep_cap, self.timestep_cap).to(x.dtype)
-            x = x_in + gamma * (x - x_in)
-        if run.cross_repeat:
-            x = x + own.cross_repeat.to(x.dtype) * outs[run.prev_pass]
+        prev = outs[run.prev_pass] if run.prev_pass is not None else None
+        for hook in run.hooks:
+            x = hook.post(own, x_in, x, prev)
         return x
 
     @staticmethod
@@ -203,17 +201,10 @@ class RecurrentLM(nn.Module):
         return F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1))
 
 
-def build(spec_or_plan: Spec | Plan, device: str | torch.device | None = None) -> RecurrentLM:
-    """Build the module for a spec (or an existing Plan); parameters are fp32."""
-    plan = spec_or_plan if isinstance(spec_or_plan, Plan) else make_plan(spec_or_plan)
+def build(plan: Plan, device: str | torch.device | None = None) -> RecurrentLM:
+    """Build the module of a Plan; parameters are fp32. ("meta": shapes only, no memory.)"""
     if device is not None and str(device) == "meta":
         with torch.device("meta"):
             return RecurrentLM(plan)
     model = RecurrentLM(plan)
     return model.to(device) if device is not None else model
-
-
-# `recurc.build(...)`: the module itself is callable (see recurc/_callable.py).
-from ._callable import make_module_callable  # noqa: E402
-
-make_module_callable(__name__, build)

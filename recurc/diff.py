@@ -237,10 +237,10 @@ def diff(a: Plan | Spec | str | Path, b: Plan | Spec | str | Path, *, estimates:
     ua, ub = pa.unique_by_group(), pb.unique_by_group()
     ea, eb = pa.effective_by_group(), pb.effective_by_group()
     return PlanDiff(
-        a_name=pa.spec.name, b_name=pb.spec.name, equal=ca == cb,
+        a_name=pa.name, b_name=pb.name, equal=ca == cb,
         a_order=pa.canonical_order(), b_order=pb.canonical_order(),
         alignment=_align(pa, pb),
-        depth=(pa.main.depth, pb.main.depth), encoder=(pa.main.order.split, pb.main.order.split),
+        depth=(pa.main.depth, pb.main.depth), encoder=(pa.main.split, pb.main.split),
         skips=(pa.main.n_skips, pb.main.n_skips), blocks=(len(pa.blocks), len(pb.blocks)),
         paths=paths, changes=changes,
         unique_by_group={g: (ua[g], ub[g]) for g in GROUPS} | {"total": (sum(ua.values()), sum(ub.values()))},

@@ -16,6 +16,8 @@ with H = I), which the note in the result says.
 """
 from __future__ import annotations
 
+import dataclasses
+
 import math
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -29,7 +31,7 @@ from . import quant
 from .atomic import atomic_write
 from .errors import SpecError
 from .plan import Plan
-from .quantspec import GROUPS, QuantSpec
+from .ir import GROUPS, QuantSettings
 
 PREFIXES = ("_orig_mod.", "module.")
 
@@ -104,7 +106,7 @@ def check_state(state: Mapping[str, Any], plan: Plan) -> None:
         if items:
             shown = ", ".join(items[:8]) + (f", ... ({len(items) - 8} more)" if len(items) > 8 else "")
             lines.append(f"{len(items)} {label}: {shown}")
-    raise SpecError(f"the checkpoint does not match spec {plan.spec.name!r}: " + "; ".join(lines),
+    raise SpecError(f"the checkpoint does not match spec {plan.name!r}: " + "; ".join(lines),
                     hint="pass the spec (and overrides) the checkpoint was trained from")
 
 
@@ -125,7 +127,7 @@ def _load_hessians(hessians: str | Path | Mapping[str, Any] | None) -> dict[str,
 
 
 # ---------------------------------------------------------------- payloads
-def group_payloads(qstate: quant.QuantizedState, spec: QuantSpec) -> dict[str, bytes]:
+def group_payloads(qstate: quant.QuantizedState, spec: QuantSettings) -> dict[str, bytes]:
     """Each group's streams (values, scales, passthrough), laid out like the recurc container."""
     shuffle = spec.compressor.byte_shuffle
     parts: dict[str, list[list[bytes]]] = {g: [[], [], []] for g in GROUPS}
@@ -146,9 +148,9 @@ def group_payloads(qstate: quant.QuantizedState, spec: QuantSpec) -> dict[str, b
     return {g: b"".join(b"".join(s) for s in streams) for g, streams in parts.items()}
 
 
-def _without_gptq(q: QuantSpec) -> QuantSpec:
-    groups = {g: gq.model_copy(update={"gptq": False}) for g, gq in q.groups.items()}
-    return q.model_copy(update={"groups": groups})
+def _without_gptq(q: QuantSettings) -> QuantSettings:
+    groups = {g: dataclasses.replace(gq, gptq=False) for g, gq in q.groups.items()}
+    return dataclasses.replace(q, groups=groups)
 
 
 # ---------------------------------------------------------------- measure
@@ -159,7 +161,7 @@ def entropy_bits(q: np.ndarray) -> float:
     return float(-(p * np.log2(p)).sum())
 
 
-def tensor_entropies(rounded: quant.QuantizedState, q: QuantSpec,
+def tensor_entropies(rounded: quant.QuantizedState, q: QuantSettings,
                      gptq_state: quant.QuantizedState | None) -> list:
     """Entropy of each int-quantized tensor's values, rounded, and with GPTQ for the tensors the
     spec GPTQs (when `gptq_state` holds them)."""
@@ -189,7 +191,7 @@ def measure(checkpoint: str | Path | Mapping[str, Any], plan: Plan, *,
     check_state(state, plan)
     arrays = state_arrays(state, plan)
     groups = {p.name: p.group for p in plan.params}
-    q = plan.spec.quant
+    q = plan.quant
     notes: list[str] = []
     hs = _load_hessians(hessians)
     gptq = [n for n, p in ((p.name, p) for p in plan.params)
@@ -220,18 +222,18 @@ def measure(checkpoint: str | Path | Mapping[str, Any], plan: Plan, *,
         records = tensor_entropies(rounded, q, qstate if hs is not None else None)
         prof = fit_profile(records, q, Path(save_profile).stem,
                            source=f"recurc measure {checkpoint if isinstance(checkpoint, (str, Path)) else '<state>'} "
-                                  f"(spec {plan.spec.name}{', GPTQ' if hs is not None else ''})")
+                                  f"(spec {plan.name}{', GPTQ' if hs is not None else ''})")
         atomic_write(save_profile, prof.to_json().encode())
         notes.append(f"weight profile written to {save_profile}: name it in the spec as quant.weights")
     # predicted for what was quantized: rounding when GPTQ had no Hessians (no GPTQ bits)
     size = predict([(p.name, p.shape, p.group) for p in plan.params], q_used)
     pred = {g: int(round(size.groups[g].compressed)) for g in GROUPS}
     pmodel, plow, phigh = int(round(size.total)), int(math.floor(size.low)), int(math.ceil(size.high))
-    if plan.spec.code.bytes is not None or _has_emit():
+    if plan.code.bytes is not None or _has_emit():
         cbytes = code_bytes(plan)[0]
     else:
         cbytes = None
-        notes.append(f"code.emit={plan.spec.code.emit}: code bytes need recurc.emit; total not counted")
+        notes.append(f"code.emit={plan.code.emit}: code bytes need recurc.emit; total not counted")
     sig = {}
     for g in GROUPS:
         xs = [arrays[n] for n, t in qstate.tensors.items() if t.group == g and t.kind != "passthrough"]
@@ -241,9 +243,9 @@ def measure(checkpoint: str | Path | Mapping[str, Any], plan: Plan, *,
     model = len(blob)
     total = None if cbytes is None else model + cbytes
     return Measurement(
-        name=plan.spec.name, checkpoint=str(checkpoint) if isinstance(checkpoint, (str, Path)) else "<state>",
-        model_bytes=model, code_bytes=cbytes, total_bytes=total, budget=plan.spec.budget,
-        fits=None if total is None else total <= plan.spec.budget,
+        name=plan.name, checkpoint=str(checkpoint) if isinstance(checkpoint, (str, Path)) else "<state>",
+        model_bytes=model, code_bytes=cbytes, total_bytes=total, budget=plan.budget,
+        fits=None if total is None else total <= plan.budget,
         measured_by_group=measured, measured_container=model - sum(measured.values()),
         raw_bytes_by_group=quant.raw_payload_bytes(qstate),
         predicted_model_bytes=pmodel, predicted_low=plow, predicted_high=phigh,

@@ -1,180 +1,31 @@
-"""The Plan: the one intermediate representation every output is derived from.
+"""Spec → Plan: the one intermediate representation every output is derived from.
 
-A Plan holds the physical blocks, the expanded virtual layers of each execution path (the main
-training order, the schedule's other orders, the evaluation order), the owner of every parameter
-(a block, a block's borrowed sub-module, or a virtual layer) with its state-dict name, shape and
-tensor group, and the data-flow graph. It is plain Python: no torch, so counting parameters,
-estimating bytes and diffing specs stay fast.
+`make_plan(spec)` resolves a validated spec into the records of recurc/ir.py: the physical
+blocks with their resolved MLP settings, the expanded virtual layers of each execution path (the
+main training order, the schedule's other orders, the evaluation order), the owner of every
+parameter (a block, a block's borrowed sub-module, or a virtual layer) with its state-dict name,
+shape, role, storage and init, and the components in use. After this, nothing reads the spec:
+build, estimate, emit, measure, export, diff and render read the Plan.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
-from dataclasses import dataclass, field
-from functools import cached_property
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # networkx costs ~0.3 s to import; only the graph needs it
     import networkx as nx
 
+from .components import Site, lookup
 from .errors import SpecError
+from .ir import (GROUPS, Block, CodeSettings, ComponentUse, ExecPath, MLPSettings, ModelShape, Owner,  # noqa: F401
+                 ParamInfo, PerPassSettings, Phase, Plan, QuantSettings, Rope, TrainSettings, VirtualLayer,
+                 from_data)
 from .order import Order, Ref, parse_order
-from .quantspec import GROUPS
+from .quantspec import plan_tensor
 from .spec import BlockSpec, MLPSpec, Spec
 
-
-@dataclass(frozen=True)
-class Block:
-    """A physical block: the weights one or more virtual layers run."""
-    index: int
-    name: str            # "4" for numbered blocks, "A" for named ones; the state-dict key
-    mlp_hidden: int
-    activation: str
-    attn: str            # module path of the attention it runs (its own, or a borrowed one)
-    mlp: str             # module path of its MLP for the first pass
-
-
-@dataclass(frozen=True)
-class VirtualLayer:
-    """One executed layer: a pass of a physical block at a depth position."""
-    index: int
-    block: int
-    pass_index: int              # how many times this block ran earlier in the same order
-    passes: int                  # K: how many times this block runs in the order
-    side: Literal["encoder", "decoder"]
-    skip_slot: int | None        # decoder layers: row of skip_weights added before the block
-    skip_from: int | None        # ... and the encoder layer whose output it adds
-    parallel: bool               # attention and MLP read the same input
-    xsa: bool                    # exclusive self-attention
-    attn: str                    # module paths this layer runs
-    mlp: str
-    scalars: str                 # owner of attn_scale / mlp_scale / resid_mix
-    per_pass: str | None         # owner of per-pass parameters (iteration embedding, FiLM, ...)
-    prev_pass: int | None        # virtual index of the same block's previous pass
-    norm_scale: float            # 1/sqrt(physical index + 1) when model.norm_scale asks for it
-    residual_scale: float        # 1/sqrt(K) when per_pass.residual_scale asks for it
-    depth_index: int | None      # row of the sinusoidal depth encoding: the main order's (block, pass)
-
-
-@dataclass(frozen=True)
-class ExecPath:
-    """A complete execution order; the built module prebuilds one forward per path."""
-    name: str
-    order: Order
-    layers: tuple[VirtualLayer, ...]
-    n_skips: int
-
-    @property
-    def depth(self) -> int:
-        return len(self.layers)
-
-
-@dataclass(frozen=True)
-class Phase:
-    start: float       # training fraction from which `path` runs
-    path: str
-
-
-@dataclass(frozen=True)
-class ParamInfo:
-    name: str                    # state-dict name
-    shape: tuple[int, ...]
-    group: str                   # one of quantspec.GROUPS
-    owner: str                   # module path that owns it ("blocks.4.attn", "passes.6", "model")
-
-    @property
-    def numel(self) -> int:
-        return math.prod(self.shape)
-
-
-@dataclass
-class Plan:
-    spec: Spec
-    blocks: tuple[Block, ...]
-    paths: dict[str, ExecPath]
-    phases: tuple[Phase, ...]
-    eval_path: str
-    params: tuple[ParamInfo, ...]
-    block_names: dict[int, str] | None = field(default=None)
-
-    # ---- views
-    @property
-    def main(self) -> ExecPath:
-        return self.paths["main"]
-
-    @property
-    def layers(self) -> tuple[VirtualLayer, ...]:
-        return self.main.layers
-
-    @cached_property
-    def param_by_name(self) -> dict[str, ParamInfo]:
-        return {p.name: p for p in self.params}
-
-    def canonical_order(self, path: str = "main") -> str:
-        return self.paths[path].order.canonical(self.block_names)
-
-    # ---- counts (no torch)
-    @cached_property
-    def unique_params(self) -> int:
-        return sum(p.numel for p in self.params)
-
-    def unique_by_group(self) -> dict[str, int]:
-        out = {g: 0 for g in GROUPS}
-        for p in self.params:
-            out[p.group] += p.numel
-        return out
-
-    @cached_property
-    def _by_owner(self) -> dict[str, list[ParamInfo]]:
-        out: dict[str, list[ParamInfo]] = {}
-        for p in self.params:
-            out.setdefault(p.owner, []).append(p)
-        return out
-
-    def effective_by_group(self, path: str = "main") -> dict[str, int]:
-        """Parameters executed per token: a block run K times counts K times."""
-        out = {g: 0 for g in GROUPS}
-        for layer in self.paths[path].layers:
-            for owner in {layer.attn, layer.mlp, layer.scalars, layer.per_pass} - {None}:
-                for p in self._by_owner.get(owner, ()):
-                    out[p.group] += p.numel
-        for p in self._by_owner.get("model", ()):
-            out[p.group] += p.numel
-        return out
-
-    def effective_params(self, path: str = "main") -> int:
-        return sum(self.effective_by_group(path).values())
-
-    # ---- identity
-    def canonical(self) -> dict:
-        """Everything that defines the architecture and its export, spelling removed; two specs
-        with equal canonical() build the same model and the same artifact."""
-        data = self.spec.to_data()
-        for k in ("name", "description"):
-            data.pop(k, None)
-        # what the size model assumes about trained weights changes neither the model nor its
-        # artifact (and a profile file's absolute path would tie the identity to a checkout)
-        data.get("quant", {}).pop("weights", None)
-        data["order"] = self.canonical_order()
-        data["blocks"] = [b.name for b in self.blocks] if self.block_names else len(self.blocks)
-        # widths, not how they were written: `mult: 2` and `hidden: 1024` at dim 512 are one MLP
-        model = data["model"]
-        model["mlp"] = {"hidden": self.spec.model.mlp.width(self.spec.model.dim),
-                        "activation": model["mlp"]["activation"],
-                        **({"negative_slope": model["mlp"]["negative_slope"]}
-                           if model["mlp"]["activation"] == "leaky_relu2" else {})}
-        model["rope"]["dims"] = model["rope"]["dims"] or self.spec.model.head_dim
-        if isinstance(data["blocks"], list):
-            data["blocks"] = [{"name": b.name, "mlp_hidden": b.mlp_hidden, "activation": b.activation,
-                               "attn": b.attn, "mlp": b.mlp} for b in self.blocks]
-        sched = data["schedule"]
-        for key in ("before", "eval_order"):
-            if sched.get(key) is not None:
-                sched[key] = self.canonical_order("before" if key == "before" else "eval")
-        return data
-
-    @cached_property
-    def graph(self) -> nx.MultiDiGraph:
-        return build_graph(self)
+MODEL = Owner("model")
 
 
 # ---------------------------------------------------------------- construction
@@ -272,13 +123,6 @@ def make_plan(spec: Spec) -> Plan:
     looped = {b for b, k in counts_main.items() if k > 1}
     pp = spec.per_pass
     in_scope = (lambda b: True) if pp.scope == "all" else (lambda b: b in looped)
-    # per-pass owners are keyed by (block, pass) of the main order
-    main_owner: dict[tuple[int, int], int] = {}
-    seen: dict[int, int] = {}
-    for v, b in enumerate(resolved["main"]):
-        main_owner[(b, seen.get(b, 0))] = v
-        seen[b] = seen.get(b, 0) + 1
-
     for name, seq in resolved.items():
         missing = sorted({b for b in seq if b not in counts_main})
         if missing:
@@ -286,33 +130,31 @@ def make_plan(spec: Spec) -> Plan:
             raise SpecError(f"the {name} order runs block {label}, which the main order never runs",
                             where=sources[name][1], hint="per-pass tensors and skips are defined by `order`; "
                             "every block a schedule runs must appear there")
+    _check_features(spec, n_blocks, len(main))
 
-    # tensors a pass owns besides its block scalars and cross-repeat scale (which only later passes have)
-    has_per_pass = pp.iteration_embedding == "learned" or pp.film or pp.timestep_scale
-    untie = {"attention": "mlp", "mlp": "attn"}.get(spec.sharing)
-
-    def pass_owner(b: int, k: int) -> tuple[int, int, int]:
-        """(owning virtual layer of the main order, its pass index there, the main order's K)."""
-        main_k = min(k, counts_main[b] - 1)
-        return main_owner[(b, main_k)], main_k, counts_main[b]
-
-    paths: dict[str, ExecPath] = {}
-    for name, seq in resolved.items():
-        paths[name] = _make_path(name, orders[name], seq, spec, blocks, n_blocks, in_scope, pass_owner,
-                                 has_per_pass, untie)
+    model = _model_shape(spec)
+    uses = _component_uses(spec)
+    ctx = _Context(spec, model, blocks, n_blocks, in_scope, counts_main, resolved["main"], uses)
+    paths: dict[str, ExecPath] = {name: ctx.path(name, orders[name], seq) for name, seq in resolved.items()}
     n_skips = max((p.n_skips for k, p in paths.items() if k != "eval"), default=0)
     if "eval" in paths and paths["eval"].n_skips > n_skips:
         # More passes at evaluation move the U-Net split; only the trained skips exist, and the
         # decoder layers nearest the split use them.
-        paths["eval"] = _make_path("eval", orders["eval"], resolved["eval"], spec, blocks, n_blocks, in_scope,
-                                   pass_owner, has_per_pass, untie, skip_cap=n_skips)
+        paths["eval"] = ctx.path("eval", orders["eval"], resolved["eval"], skip_cap=n_skips)
 
-    _check_features(spec, n_blocks, len(main))
-    params = _make_params(spec, blocks, paths, n_skips, in_scope, untie, looped)
-    block_names = {b.index: b.name for b in blocks} if named else None
-    return Plan(spec=spec, blocks=tuple(blocks), paths=paths,
-                phases=tuple(Phase(s, p) for s, p in phases), eval_path="eval" if "eval" in paths else "main",
-                params=tuple(params), block_names=block_names)
+    quant = from_data(QuantSettings, spec.quant.model_dump(mode="json"))
+    params = tuple(ParamInfo(name, shape, group, owner, plan_tensor(shape, "float32", group, quant), init, comp)
+                   for name, shape, group, owner, init, comp in ctx.tensors(paths, n_skips))
+    return Plan(
+        name=spec.name, description=spec.description, model=model, blocks=tuple(blocks), paths=paths,
+        phases=tuple(Phase(s, p) for s, p in phases), eval_path="eval" if "eval" in paths else "main",
+        params=params, components=uses,
+        per_pass=PerPassSettings(pp.scope, pp.block_scalars, pp.iteration_embedding, pp.timestep_cap,
+                                 pp.residual_scale),
+        sharing=spec.sharing, skips=spec.skips, named_blocks=named, quant=quant,
+        train=from_data(TrainSettings, spec.train.model_dump(mode="json")),
+        code=from_data(CodeSettings, spec.code.model_dump(mode="json")), budget=spec.budget,
+        source=spec.to_data())
 
 
 def _with_count(main: Order, k: int, spec: Spec) -> Order:
@@ -329,12 +171,69 @@ def _pass_counts(seq: tuple[int, ...]) -> dict[int, int]:
     return out
 
 
+def with_settings(plan: Plan, spec: Spec) -> Plan:
+    """`plan` with the sections of `spec` that do not change its structure (quant, train, code,
+    budget, name, description) taken from `spec`: what make_plan(spec) returns when `spec` differs
+    from the plan's own spec in those sections only. Variant sweeps share one skeleton this way."""
+    quant = from_data(QuantSettings, spec.quant.model_dump(mode="json"))
+    params = tuple(dataclasses.replace(p, storage=plan_tensor(p.shape, "float32", p.group, quant))
+                   for p in plan.params) if quant != plan.quant else plan.params
+    return dataclasses.replace(
+        plan, name=spec.name, description=spec.description, quant=quant, params=params,
+        train=from_data(TrainSettings, spec.train.model_dump(mode="json")),
+        code=from_data(CodeSettings, spec.code.model_dump(mode="json")), budget=spec.budget,
+        source=spec.to_data())
+
+
+def _model_shape(spec: Spec) -> ModelShape:
+    m = spec.model
+    return ModelShape(vocab_size=m.vocab_size, dim=m.dim, heads=m.heads, kv_heads=m.kv_heads,
+                      tied_embeddings=m.tied_embeddings, rope=Rope(m.rope.base, m.rope.dims or m.head_dim),
+                      logit_softcap=m.logit_softcap, q_gain_init=m.q_gain_init, norm_scale=m.norm_scale,
+                      seq_len=m.seq_len)
+
+
+# the per_pass section's switches, spelled as the components they turn on (in the order they apply)
+def _component_uses(spec: Spec) -> tuple[ComponentUse, ...]:
+    pp = spec.per_pass
+    named: list[tuple[str, dict]] = []
+    if pp.iteration_embedding == "learned":
+        named.append(("iteration_embedding", {}))
+    if pp.film:
+        named.append(("film", {}))
+    if pp.timestep_scale:
+        named.append(("timestep_scale", {"cap": pp.timestep_cap}))
+    if pp.cross_repeat_scale:
+        named.append(("cross_repeat_scale", {}))
+    named += [(c["use"], {k: v for k, v in c.items() if k != "use"}) for c in spec.components]
+    out = []
+    for i, (name, cfg) in enumerate(named):
+        comp = lookup(name, where=spec.where("components", i) if i >= len(named) - len(spec.components) else None)
+        if comp.kind == "mlp":
+            raise SpecError(f"{name} is an MLP component: name it in model.mlp.activation",
+                            where=spec.where("components"))
+        out.append(ComponentUse(name, comp.kind, comp.config(cfg)))
+    seen = [u.name for u in out]
+    dup = next((n for n in seen if seen.count(n) > 1), None)
+    if dup:
+        raise SpecError(f"component {dup} is named twice", where=spec.where("components"),
+                        hint="per_pass switches (film, timestep_scale, ...) already turn their component on")
+    return tuple(out)
+
+
+def _mlp_settings(mlp: MLPSpec, dim: int) -> MLPSettings:
+    slope = mlp.negative_slope if mlp.activation == "leaky_relu2" else 0.0
+    return MLPSettings(mlp.width(dim), mlp.activation, slope)
+
+
 def _make_blocks(spec: Spec, block_specs: list, name_index: dict[str, int], named: bool) -> list[Block]:
     blocks: list[Block] = []
     for i, bs in enumerate(block_specs):
         name = bs.name if named else str(i)
         mlp: MLPSpec = (bs.mlp if named and bs.mlp is not None else spec.model.mlp)
-        attn, mlp_path = f"blocks.{name}.attn", f"blocks.{name}.mlp"
+        lookup(mlp.activation, "mlp", where=spec.where("blocks", i, "mlp") if named and bs.mlp is not None
+               else spec.where("model", "mlp", "activation"))
+        attn, mlp_owner = Owner("block", name, "attn"), Owner("block", name, "mlp")
         if named:
             for attr, kind in (("attention_from", "attn"), ("mlp_from", "mlp")):
                 src = getattr(bs, attr)
@@ -351,14 +250,14 @@ def _make_blocks(spec: Spec, block_specs: list, name_index: dict[str, int], name
                 if src == name:
                     raise SpecError(f"block {name} cannot borrow from itself", where=where)
                 if kind == "attn":
-                    attn = f"blocks.{src}.attn"
+                    attn = Owner("block", src, "attn")
                 else:
                     src_mlp = src_spec.mlp or spec.model.mlp
                     if bs.mlp is not None and bs.mlp != src_mlp:
                         raise SpecError(f"block {name} shares the MLP of {src} but overrides its shape",
                                         where=where, hint="drop the mlp override of one of them")
-                    mlp, mlp_path = src_mlp, f"blocks.{src}.mlp"
-        blocks.append(Block(i, name, mlp.width(spec.model.dim), mlp.activation, attn, mlp_path))
+                    mlp, mlp_owner = src_mlp, Owner("block", src, "mlp")
+        blocks.append(Block(i, name, _mlp_settings(mlp, spec.model.dim), attn, mlp_owner))
     return blocks
 
 
@@ -373,119 +272,147 @@ def _check_features(spec: Spec, n_blocks: int, n_virtual: int) -> None:
         raise SpecError(f"xsa_last={f.xsa_last} exceeds the {limit} {what}", where=spec.where("features", "xsa_last"))
 
 
-def _make_path(name, order, seq, spec, blocks, n_blocks, in_scope, pass_owner, has_per_pass, untie,
-               skip_cap: int | None = None) -> ExecPath:
-    m, f, pp = spec.model, spec.features, spec.per_pass
-    n = len(seq)
-    split = order.split
-    n_skips = min(split, n - split) if spec.skips != "none" else 0
-    if skip_cap is not None:
-        n_skips = min(n_skips, skip_cap)
-    counts = _pass_counts(seq)
-    seen: dict[int, int] = {}
-    last_v: dict[int, int] = {}
-    layers = []
-    for v, b in enumerate(seq):
-        k = seen.get(b, 0)
-        seen[b] = k + 1
-        idx = v if f.index == "virtual" else b
-        limit = n if f.index == "virtual" else n_blocks
-        decoder_i = v - split
-        skip_slot = decoder_i if 0 <= decoder_i < n_skips else None
-        owner_v, main_k, main_passes = pass_owner(b, k)
-        scoped = in_scope(b)
-        own = f"passes.{owner_v}"
-        blk = blocks[b]
-        attn, mlp = blk.attn, blk.mlp
-        # a later pass runs its own sub-module only where the main order has one for it
-        if untie == "mlp" and main_k > 0 and scoped:
-            mlp = f"{own}.mlp"
-        if untie == "attn" and main_k > 0 and scoped:
-            attn = f"{own}.attn"
-        stores = has_per_pass or (pp.cross_repeat_scale and main_k > 0)
-        layers.append(VirtualLayer(
-            index=v, block=b, pass_index=k, passes=counts[b],
-            side="encoder" if v < split else "decoder",
-            skip_slot=skip_slot, skip_from=(split - 1 - decoder_i) if skip_slot is not None else None,
-            parallel=f.parallel_residual_from is not None and idx >= f.parallel_residual_from,
-            xsa=f.xsa_last > 0 and idx >= limit - f.xsa_last,
-            attn=attn, mlp=mlp,
-            scalars=own if (pp.block_scalars and scoped) else f"blocks.{blk.name}",
-            per_pass=own if (stores and scoped) or (pp.block_scalars and scoped) else None,
-            prev_pass=last_v.get(b),
-            norm_scale=1 / math.sqrt(b + 1) if m.norm_scale == "inv_sqrt_layer" else 1.0,
-            # K of the main order, so a schedule's other orders run the scale the model ends with
-            residual_scale=1 / math.sqrt(main_passes) if pp.residual_scale == "inv_sqrt_k" else 1.0,
-            depth_index=owner_v if scoped else None,
-        ))
-        last_v[b] = v
-    return ExecPath(name, order, tuple(layers), n_skips)
+class _Context:
+    """What building the paths and the parameter table of one spec shares."""
 
+    def __init__(self, spec: Spec, model: ModelShape, blocks: list[Block], n_blocks: int, in_scope,
+                 counts_main: dict[int, int], main_seq: tuple[int, ...], uses: tuple[ComponentUse, ...]) -> None:
+        self.spec, self.model, self.blocks, self.n_blocks = spec, model, blocks, n_blocks
+        self.in_scope, self.counts_main = in_scope, counts_main
+        self.per_pass_uses = [u for u in uses if u.kind == "per_pass"]
+        self.token_uses = [u for u in uses if u.kind == "token"]
+        self.untie = {"attention": "mlp", "mlp": "attn"}.get(spec.sharing)
+        # per-pass owners are keyed by (block, pass) of the main order
+        self.main_owner: dict[tuple[int, int], int] = {}
+        seen: dict[int, int] = {}
+        for v, b in enumerate(main_seq):
+            self.main_owner[(b, seen.get(b, 0))] = v
+            seen[b] = seen.get(b, 0) + 1
+        self.main_layers: tuple[VirtualLayer, ...] = ()
 
-def _attention_params(prefix: str, spec: Spec) -> list[ParamInfo]:
-    m = spec.model
-    kv = m.kv_heads * m.head_dim
-    return [
-        ParamInfo(f"{prefix}.c_q.weight", (m.dim, m.dim), "attention", prefix),
-        ParamInfo(f"{prefix}.c_k.weight", (kv, m.dim), "attention", prefix),
-        ParamInfo(f"{prefix}.c_v.weight", (kv, m.dim), "attention", prefix),
-        ParamInfo(f"{prefix}.proj.weight", (m.dim, m.dim), "attention", prefix),
-        ParamInfo(f"{prefix}.q_gain", (m.heads,), "scalars", prefix),
-    ]
+    def path(self, name: str, order: Order, seq: tuple[int, ...], skip_cap: int | None = None) -> ExecPath:
+        spec, f, pp = self.spec, self.spec.features, self.spec.per_pass
+        n = len(seq)
+        split = order.split
+        n_skips = min(split, n - split) if spec.skips != "none" else 0
+        if skip_cap is not None:
+            n_skips = min(n_skips, skip_cap)
+        counts = _pass_counts(seq)
+        seen: dict[int, int] = {}
+        last_v: dict[int, int] = {}
+        layers = []
+        for v, b in enumerate(seq):
+            k = seen.get(b, 0)
+            seen[b] = k + 1
+            idx = v if f.index == "virtual" else b
+            limit = n if f.index == "virtual" else self.n_blocks
+            decoder_i = v - split
+            skip_slot = decoder_i if 0 <= decoder_i < n_skips else None
+            main_k = min(k, self.counts_main[b] - 1)     # a pass beyond the main order's K reuses the last
+            owner_v = self.main_owner[(b, main_k)]
+            scoped = self.in_scope(b)
+            own = Owner("pass", str(owner_v))
+            blk = self.blocks[b]
+            attn, mlp = blk.attn, blk.mlp
+            # a later pass runs its own sub-module only where the main order has one for it
+            if self.untie == "mlp" and main_k > 0 and scoped:
+                mlp = own.sub("mlp")
+            if self.untie == "attn" and main_k > 0 and scoped:
+                attn = own.sub("attn")
+            site = Site(self.model, own, blk, VirtualLayer(
+                owner_v, b, main_k, self.counts_main[b], "encoder", None, None, False, False,
+                attn, mlp, own, None, None, 1.0, 1.0, None))
+            owned = [u for u in self.per_pass_uses if scoped and lookup(u.name).applies(u, site)]
+            prev = last_v.get(b)
+            hooks = tuple(u.name for u in owned if prev is not None or not lookup(u.name).needs_previous_pass)
+            layers.append(VirtualLayer(
+                index=v, block=b, pass_index=k, passes=counts[b],
+                side="encoder" if v < split else "decoder",
+                skip_slot=skip_slot, skip_from=(split - 1 - decoder_i) if skip_slot is not None else None,
+                parallel=f.parallel_residual_from is not None and idx >= f.parallel_residual_from,
+                xsa=f.xsa_last > 0 and idx >= limit - f.xsa_last,
+                attn=attn, mlp=mlp,
+                scalars=own if (pp.block_scalars and scoped) else Owner("block", blk.name),
+                per_pass=own if owned or (pp.block_scalars and scoped) else None,
+                prev_pass=prev,
+                norm_scale=1 / math.sqrt(b + 1) if self.model.norm_scale == "inv_sqrt_layer" else 1.0,
+                # K of the main order, so a schedule's other orders run the scale the model ends with
+                residual_scale=1 / math.sqrt(self.counts_main[b]) if pp.residual_scale == "inv_sqrt_k" else 1.0,
+                depth_index=owner_v if scoped else None,
+                hooks=hooks,
+            ))
+            last_v[b] = v
+        return ExecPath(name, order.canonical(self._names()), order.split, tuple(layers), n_skips)
 
+    def _names(self) -> dict[int, str] | None:
+        return {b.index: b.name for b in self.blocks} if isinstance(self.spec.blocks, list) else None
 
-def _mlp_params(prefix: str, hidden: int, spec: Spec) -> list[ParamInfo]:
-    d = spec.model.dim
-    return [ParamInfo(f"{prefix}.fc.weight", (hidden, d), "mlp", prefix),
-            ParamInfo(f"{prefix}.proj.weight", (d, hidden), "mlp", prefix)]
+    # ---- the parameter table
+    def tensors(self, paths: dict[str, ExecPath], n_skips: int):
+        """Every stored tensor exactly once, in the order the built module registers them:
+        (name, shape, group, owner, init, component)."""
+        m = self.model
+        d, pp = m.dim, self.spec.per_pass
+        out = [("tok_emb.weight", (m.vocab_size, d), "embeddings", MODEL, "normal:0.005", "")]
+        for u in self.token_uses:
+            comp = lookup(u.name)
+            owner = Owner("model", "", u.name)
+            out += [(f"{u.name}.{t.name}", t.shape, t.group, owner, t.init, u.name)
+                    for t in comp.tensors(u, Site(m, owner))]
+        for blk in self.blocks:
+            pre = Owner("block", blk.name)
+            if blk.attn == pre.sub("attn"):
+                out += self._attention(blk.attn)
+            if blk.mlp == pre.sub("mlp"):
+                out += self._mlp(blk.mlp, blk)
+            if not (pp.block_scalars and self.in_scope(blk.index)):
+                out += self._scalars(pre, "scalars")
+        for layer in paths["main"].layers:
+            own = Owner("pass", str(layer.index))
+            blk = self.blocks[layer.block]
+            if layer.attn == own.sub("attn"):
+                out += self._attention(layer.attn)
+            if layer.mlp == own.sub("mlp"):
+                out += self._mlp(layer.mlp, blk)
+            if layer.scalars == own:
+                out += self._scalars(own, "per_pass")
+            if layer.per_pass == own:
+                site = Site(m, own, blk, layer)
+                for u in self.per_pass_uses:
+                    comp = lookup(u.name)
+                    if comp.applies(u, site):
+                        out += [(f"{own.path}.{t.name}", t.shape, t.group, own, t.init, u.name)
+                                for t in comp.tensors(u, site)]
+        if n_skips:
+            out.append(("skip_weights", (n_skips, d), "scalars", MODEL, "ones", ""))
+            if self.spec.skips == "gated_unet":
+                out.append(("skip_gates", (n_skips, d), "scalars", MODEL, "zeros", ""))
+        if not m.tied_embeddings:
+            out.append(("lm_head.weight", (m.vocab_size, d), "embeddings", MODEL, "zeros", ""))
+        return out
 
+    def _attention(self, owner: Owner) -> list:
+        m = self.model
+        kv = m.kv_heads * m.head_dim
+        p = owner.path
+        return [(f"{p}.c_q.weight", (m.dim, m.dim), "attention", owner, "module", ""),
+                (f"{p}.c_k.weight", (kv, m.dim), "attention", owner, "module", ""),
+                (f"{p}.c_v.weight", (kv, m.dim), "attention", owner, "module", ""),
+                (f"{p}.proj.weight", (m.dim, m.dim), "attention", owner, "zeros", ""),
+                (f"{p}.q_gain", (m.heads,), "scalars", owner, f"const:{m.q_gain_init}", "")]
 
-def _scalar_params(prefix: str, group: str, spec: Spec) -> list[ParamInfo]:
-    d = spec.model.dim
-    return [ParamInfo(f"{prefix}.attn_scale", (d,), group, prefix),
-            ParamInfo(f"{prefix}.mlp_scale", (d,), group, prefix),
-            ParamInfo(f"{prefix}.resid_mix", (2, d), group, prefix)]
+    def _mlp(self, owner: Owner, blk: Block) -> list:
+        comp = lookup(blk.activation, "mlp")
+        use = ComponentUse(blk.activation, "mlp")
+        site = Site(self.model, owner, blk, hidden=blk.mlp_hidden)
+        return [(f"{owner.path}.{t.name}", t.shape, t.group, owner, t.init, blk.activation)
+                for t in comp.tensors(use, site)]
 
-
-def _make_params(spec, blocks, paths, n_skips, in_scope, untie, looped) -> list[ParamInfo]:
-    """Every stored tensor exactly once, in the order the built module registers them."""
-    m, pp = spec.model, spec.per_pass
-    out = [ParamInfo("tok_emb.weight", (m.vocab_size, m.dim), "embeddings", "model")]
-    main = paths["main"].layers
-    for blk in blocks:
-        pre = f"blocks.{blk.name}"
-        if blk.attn == f"{pre}.attn":
-            out += _attention_params(blk.attn, spec)
-        if blk.mlp == f"{pre}.mlp":
-            out += _mlp_params(blk.mlp, blk.mlp_hidden, spec)
-        if not (pp.block_scalars and in_scope(blk.index)):
-            out += _scalar_params(pre, "scalars", spec)
-    for layer in main:
-        own = f"passes.{layer.index}"
-        if layer.attn == f"{own}.attn":
-            out += _attention_params(layer.attn, spec)
-        if layer.mlp == f"{own}.mlp":
-            out += _mlp_params(layer.mlp, blocks[layer.block].mlp_hidden, spec)
-        if layer.scalars == own:
-            out += _scalar_params(own, "per_pass", spec)
-        if layer.per_pass == own:
-            d = m.dim
-            if pp.iteration_embedding == "learned":
-                out.append(ParamInfo(f"{own}.iter_emb", (d,), "per_pass", own))
-            if pp.film:
-                out += [ParamInfo(f"{own}.film_scale", (d,), "per_pass", own),
-                        ParamInfo(f"{own}.film_shift", (d,), "per_pass", own)]
-            if pp.timestep_scale:
-                out.append(ParamInfo(f"{own}.gamma", (d,), "per_pass", own))
-            if pp.cross_repeat_scale and layer.pass_index > 0:
-                out.append(ParamInfo(f"{own}.cross_repeat", (d,), "per_pass", own))
-    if n_skips:
-        out.append(ParamInfo("skip_weights", (n_skips, m.dim), "scalars", "model"))
-        if spec.skips == "gated_unet":
-            out.append(ParamInfo("skip_gates", (n_skips, m.dim), "scalars", "model"))
-    if not m.tied_embeddings:
-        out.append(ParamInfo("lm_head.weight", (m.vocab_size, m.dim), "embeddings", "model"))
-    return out
+    def _scalars(self, owner: Owner, group: str) -> list:
+        d, p = self.model.dim, owner.path
+        return [(f"{p}.attn_scale", (d,), group, owner, "ones", ""),
+                (f"{p}.mlp_scale", (d,), group, owner, "ones", ""),
+                (f"{p}.resid_mix", (2, d), group, owner, "rows:1,0", "")]
 
 
 # ---------------------------------------------------------------- graph
@@ -495,7 +422,7 @@ def build_graph(plan: Plan, path: str = "main") -> nx.MultiDiGraph:
     A multigraph: a skip or cross-repeat edge can join the same two layers as a residual edge."""
     import networkx as nx
 
-    g = nx.MultiDiGraph(spec=plan.spec.name, path=path)
+    g = nx.MultiDiGraph(spec=plan.name, path=path)
     g.add_node("embed", kind="embed")
     for blk in plan.blocks:
         g.add_node(f"block:{blk.name}", kind="block", name=blk.name, index=blk.index)
@@ -508,7 +435,7 @@ def build_graph(plan: Plan, path: str = "main") -> nx.MultiDiGraph:
         g.add_edge(f"block:{plan.blocks[layer.block].name}", node, kind="weights")
         if layer.skip_from is not None:
             g.add_edge(f"v{layer.skip_from}", node, kind="skip", slot=layer.skip_slot)
-        if layer.prev_pass is not None and plan.spec.per_pass.cross_repeat_scale and layer.per_pass:
+        if layer.prev_pass is not None and "cross_repeat_scale" in layer.hooks:
             g.add_edge(f"v{layer.prev_pass}", node, kind="cross_repeat")
         prev = node
     g.add_node("head", kind="head")

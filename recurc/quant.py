@@ -38,7 +38,8 @@ from typing import Callable, Mapping
 import numpy as np
 
 from recurc.errors import SpecError
-from recurc.quantspec import (GROUPS, Compressor, GroupQuant, Kind, QuantSpec, TensorPlan,  # noqa: F401
+from recurc.ir import GROUPS, Compressor, GroupQuant, QuantSettings, Storage  # noqa: F401
+from recurc.quantspec import (Kind,  # noqa: F401
                               plan_tensor)
 
 BASELINE_FORMAT = "int8_clean_per_row_v1"
@@ -116,7 +117,7 @@ def _round_clamp(x: np.ndarray, qmax: int) -> np.ndarray:
     return np.clip(np.round(x), -qmax, qmax).astype(np.int8)
 
 
-def _quantize_int(w: np.ndarray, plan: TensorPlan, hessian: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+def _quantize_int(w: np.ndarray, plan: Storage, hessian: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
     gq = plan.gq
     assert gq is not None
     qmax = 2 ** (plan.bits - 1) - 1
@@ -137,7 +138,7 @@ def _quantize_int(w: np.ndarray, plan: TensorPlan, hessian: np.ndarray | None) -
     return q, scale.astype(plan.scale_dtype)
 
 
-def _quantize_ternary(w: np.ndarray, plan: TensorPlan) -> tuple[np.ndarray, np.ndarray]:
+def _quantize_ternary(w: np.ndarray, plan: Storage) -> tuple[np.ndarray, np.ndarray]:
     w2 = w if plan.per_row else w.reshape(1, -1)
     scale = np.maximum(np.abs(w2).mean(axis=1, dtype=np.float64), 1e-12).astype(np.float32)
     q = _round_clamp(w2 / scale[:, None], 1).reshape(w.shape)
@@ -178,7 +179,7 @@ def gptq_quantize(w: np.ndarray, scale: np.ndarray, qmax: int, hessian: np.ndarr
     return Q
 
 
-def quantize_state(state: Mapping[str, np.ndarray], groups: GroupsArg, spec: QuantSpec,
+def quantize_state(state: Mapping[str, np.ndarray], groups: GroupsArg, spec: QuantSettings,
                    hessians: Mapping[str, np.ndarray] | None = None) -> QuantizedState:
     """Quantize a state dict. `groups` maps each name to one of quantspec.GROUPS;
     `hessians[name]` (in x in) is required for every 2-D tensor of a group with gptq=True."""
@@ -285,13 +286,13 @@ def decompress(blob: bytes, c: Compressor) -> bytes:
 
 
 # ----------------------------------------------------------------------------- containers
-def pack(qstate: QuantizedState, spec: QuantSpec) -> bytes:
+def pack(qstate: QuantizedState, spec: QuantSettings) -> bytes:
     """Serialize with spec.container and compress with spec.compressor: the artifact's model bytes."""
     raw = _serialize_torch(qstate, spec) if spec.container == "torch" else _serialize_recurc(qstate, spec)
     return compress(raw, spec.compressor)
 
 
-def unpack(blob: bytes, spec: QuantSpec, groups: GroupsArg | None = None) -> QuantizedState:
+def unpack(blob: bytes, spec: QuantSettings, groups: GroupsArg | None = None) -> QuantizedState:
     """Inverse of pack. The torch container does not record groups: pass `groups` to get them back
     (else those tensors get group "" ); the recurc container records them."""
     raw = decompress(blob, spec.compressor)
@@ -302,12 +303,12 @@ def unpack(blob: bytes, spec: QuantSpec, groups: GroupsArg | None = None) -> Qua
     return qs
 
 
-def _is_baseline(qstate: QuantizedState, spec: QuantSpec) -> bool:
+def _is_baseline(qstate: QuantizedState, spec: QuantSettings) -> bool:
     return not spec.compressor.byte_shuffle and all(
         t.kind == "passthrough" or (t.kind == "int" and t.bits == 8) for t in qstate.tensors.values())
 
 
-def _serialize_torch(qstate: QuantizedState, spec: QuantSpec) -> bytes:
+def _serialize_torch(qstate: QuantizedState, spec: QuantSettings) -> bytes:
     """The challenge's torch.save dict. Exactly "int8_clean_per_row_v1" when every quantized tensor
     is int8 and no byte shuffle is asked; otherwise RECURC_TORCH_FORMAT, which adds to qmeta the
     bits/scheme of every quantized tensor and stores byte-shuffled multi-byte tensors as uint8
@@ -389,7 +390,7 @@ def _deserialize_torch(raw: bytes) -> QuantizedState:
     return qs
 
 
-def _serialize_recurc(qstate: QuantizedState, spec: QuantSpec) -> bytes:
+def _serialize_recurc(qstate: QuantizedState, spec: QuantSettings) -> bytes:
     """recurc's flat format: three streams, then the JSON header, its u32 length and MAGIC:
     all quantized values (int8, one byte per value: bit-packing b<8 compressed worse with every
     compressor we measured, see docs/size-model.md), all scales, all passthrough bytes. Multi-byte

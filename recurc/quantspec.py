@@ -6,16 +6,14 @@ export format) and the torch-free estimator both read it.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from .errors import SpecError
+from .ir import GROUPS, QuantSettings, Storage
 from .strict import Strict
 
-# Tensor groups every parameter of a Plan belongs to.
-GROUPS = ("embeddings", "attention", "mlp", "per_pass", "scalars")
 Group = Literal["embeddings", "attention", "mlp", "per_pass", "scalars"]
 
 
@@ -82,13 +80,25 @@ class QuantSpec(Strict):
     compressor: Compressor = Compressor()
     # the trained-weight profile the size model assumes (recurc/profiles.py): a built-in name or a
     # JSON file from `recurc measure --save-profile` (relative to the spec file)
-    weights: str = "challenge-baseline"
+    # (`auto`: derived from the training budget, docs/size-model.md)
+    weights: str = "auto"
+    # a sibling spec whose artifact was measured, "PATH=BYTES" (compressed model bytes; PATH
+    # relative to the spec file): the size model then predicts only the difference to it
+    anchor: str | None = None
 
     @field_validator("weights")
     @classmethod
     def _weights(cls, v: str) -> str:
         from .profiles import load_profile
         load_profile(v)     # a clear error now rather than at estimate time
+        return v
+
+    @field_validator("anchor")
+    @classmethod
+    def _anchor(cls, v: str | None) -> str | None:
+        if v is not None:
+            from .profiles import split_anchor
+            split_anchor(v)     # a ValueError, which pydantic reports at the value's position
         return v
 
 
@@ -98,33 +108,23 @@ FLOAT_DTYPES = ("float16", "bfloat16", "float32", "float64")
 _STORE_DTYPES = {"fp16": "float16", "fp32": "float32"}
 
 
-@dataclass(frozen=True)
-class TensorPlan:
-    """What happens to one tensor, decided from (shape, dtype, group, spec) alone: no data needed,
-    so the export (recurc.quant) and the size model (recurc.sizemodel) use the very same rules."""
-    kind: Kind
-    bits: int = 8                  # int: 2..8; ternary: 2 (stored as int8 values in -1..1)
-    per_row: bool = False          # int/ternary: one scale per row (2-D) else one per tensor
-    store_dtype: str = "float32"   # passthrough: numpy dtype name stored
-    scale_dtype: str = "float16"   # per-row scale dtype ("float32" for per-tensor scales)
-    gq: GroupQuant | None = None
-
-
-def plan_tensor(shape: tuple[int, ...], dtype: str, group: str, spec: QuantSpec) -> TensorPlan:
-    """Decide the storage of a tensor. `dtype` is a numpy dtype name ("float32", "int64", ...)."""
+def plan_tensor(shape: tuple[int, ...], dtype: str, group: str, spec: QuantSettings) -> Storage:
+    """Decide the storage of a tensor from (shape, dtype, group, the resolved quant settings): no
+    data needed, so the export (recurc.quant) and the size model (recurc.sizemodel) apply the very
+    same rule. `dtype` is a numpy dtype name ("float32", "int64", ...)."""
     if group not in GROUPS:
         raise SpecError(f"unknown tensor group {group!r}", hint=f"groups are {', '.join(GROUPS)}")
     if dtype not in FLOAT_DTYPES:
-        return TensorPlan("passthrough", store_dtype=dtype)
+        return Storage("passthrough", store_dtype=dtype)
     gq = spec.groups.get(group)  # type: ignore[call-overload]
     if gq is not None and gq.scheme in ("fp16", "fp32"):
-        return TensorPlan("passthrough", store_dtype=_STORE_DTYPES[gq.scheme])
+        return Storage("passthrough", store_dtype=_STORE_DTYPES[gq.scheme])
     numel = math.prod(shape)
     if gq is None or numel <= spec.passthrough_max_numel:
         pd = spec.control_dtype if group in ("scalars", "per_pass") else spec.passthrough_dtype
-        return TensorPlan("passthrough", store_dtype=_STORE_DTYPES[pd])
+        return Storage("passthrough", store_dtype=_STORE_DTYPES[pd])
     per_row = len(shape) == 2
     sd = _STORE_DTYPES[gq.scale_dtype] if per_row else "float32"
     if gq.scheme == "ternary":
-        return TensorPlan("ternary", bits=2, per_row=per_row, scale_dtype=sd, gq=gq)
-    return TensorPlan("int", bits=gq.bits, per_row=per_row, scale_dtype=sd, gq=gq)
+        return Storage("ternary", bits=2, per_row=per_row, scale_dtype=sd, gq=gq)
+    return Storage("int", bits=gq.bits, per_row=per_row, scale_dtype=sd, gq=gq)

@@ -1,6 +1,6 @@
 """Pictures of a Plan's virtual-layer graph: Graphviz DOT, Mermaid, and PNG/SVG through `dot`.
 
-Everything is read off `plan.graph` (the networkx DiGraph of plan.py) and the Plan's paths:
+Everything is read off `build_graph(plan)` (the networkx DiGraph of plan.py) and the Plan's paths:
 physical blocks are shared nodes on the top row, each with an edge to every virtual layer that
 runs it; the virtual layers run left to right in execution order, grouped into encoder and
 decoder clusters; U-Net skips arc between them; parallel-residual, XSA and per-pass layers are
@@ -15,7 +15,7 @@ import subprocess
 from pathlib import Path
 
 from .atomic import atomic_write
-from .plan import Plan
+from .plan import Plan, build_graph
 
 # colour-blind-safe pastel fills (one per physical block, cycling) and their border colours
 FILLS = ["#a6cee3", "#b2df8a", "#fdbf6f", "#cab2d6", "#fb9a99", "#ffff99", "#8dd3c7", "#bebada",
@@ -27,7 +27,7 @@ CROSS = "#d95f02"
 
 
 def _layer_info(plan: Plan, path: str = "main") -> list[dict]:
-    g = plan.graph if path == "main" else None
+    g = build_graph(plan) if path == "main" else None
     out = []
     for layer in plan.paths[path].layers:
         node = g.nodes[f"v{layer.index}"] if g is not None else {}
@@ -39,11 +39,11 @@ def _layer_info(plan: Plan, path: str = "main") -> list[dict]:
         if layer.per_pass:
             marks.append("pp")
         own = []
-        if layer.attn.startswith("passes."):
+        if layer.attn.kind == "pass":
             own.append("attn")
-        if layer.mlp.startswith("passes."):
+        if layer.mlp.kind == "pass":
             own.append("mlp")
-        if layer.scalars.startswith("passes."):
+        if layer.scalars.kind == "pass":
             own.append("scalars")
         out.append({"id": f"v{layer.index}", "index": layer.index, "block": plan.blocks[layer.block].name,
                     "block_index": layer.block, "pass": layer.pass_index + 1, "passes": layer.passes,
@@ -66,8 +66,8 @@ def _schedule_lines(plan: Plan) -> list[str]:
 
 
 def _title(plan: Plan) -> str:
-    m = plan.spec.model
-    return (f"{plan.spec.name}: {len(plan.blocks)} physical blocks → {plan.main.depth} virtual layers, "
+    m = plan.model
+    return (f"{plan.name}: {len(plan.blocks)} physical blocks → {plan.main.depth} virtual layers, "
             f"dim {m.dim}, order {plan.canonical_order()}")
 
 
@@ -82,8 +82,8 @@ def _legend_items(plan: Plan, layers: list[dict]) -> list[str]:
     if any(l["own"] for l in layers):
         items.append("own: sub-modules owned by the pass")
     if plan.main.n_skips:
-        items.append(f"blue dashed: {plan.main.n_skips} U-Net skips ({plan.spec.skips})")
-    if any(d.get("kind") == "cross_repeat" for _, _, d in plan.graph.edges(data=True)):
+        items.append(f"blue dashed: {plan.main.n_skips} U-Net skips ({plan.skips})")
+    if any(d.get("kind") == "cross_repeat" for _, _, d in build_graph(plan).edges(data=True)):
         items.append("orange: cross-repeat scale")
     return items
 
@@ -93,11 +93,11 @@ def to_dot(plan: Plan) -> str:
     """A U-shaped picture: physical blocks on top, the encoder running left to right below them, the
     decoder running back right to left underneath, so that each U-Net skip is a short vertical edge
     (the last encoder layer feeds the first decoder layer). Ranks are columns (rankdir=LR)."""
-    g = plan.graph
+    g = build_graph(plan)
     layers = _layer_info(plan)
     e = lambda s: html.escape(str(s), quote=True)
     q = lambda s: '"' + str(s).replace("\\", "\\\\").replace('"', '\\"') + '"'
-    tied = plan.spec.model.tied_embeddings
+    tied = plan.model.tied_embeddings
     legend = _legend_items(plan, layers)
     foot = [*_schedule_lines(plan), *(["  ·  ".join(legend)] if legend else [])]
     label = f'<<b>{e(_title(plan))}</b>' + "".join(f'<br/><font point-size="10">{e(x)}</font>' for x in foot) + ">"
@@ -150,10 +150,10 @@ def to_dot(plan: Plan) -> str:
         b = plan.blocks[i]
         runs = sum(1 for l in layers if l["block_index"] == i)
         extra = []
-        if b.attn != f"blocks.{b.name}.attn":
-            extra.append(f"attn of {b.attn.split('.')[1]}")
-        if b.mlp != f"blocks.{b.name}.mlp":
-            extra.append(f"mlp of {b.mlp.split('.')[1]}")
+        if b.attn.key != b.name:
+            extra.append(f"attn of {b.attn.key}")
+        if b.mlp.key != b.name:
+            extra.append(f"mlp of {b.mlp.key}")
         lab = (f'<<b>{e(d["name"])}</b> <font point-size="9">×{runs}</font>'
                + "".join(f'<br/><font point-size="8">{e(x)}</font>' for x in extra) + ">")
         out.append(f'    {q(n)} [label={lab}, fillcolor="{FILLS[i % len(FILLS)]}", color="{LINES[i % len(LINES)]}", '
@@ -197,7 +197,7 @@ def to_dot(plan: Plan) -> str:
 
 # ---------------------------------------------------------------- Mermaid
 def to_mermaid(plan: Plan) -> str:
-    g = plan.graph
+    g = build_graph(plan)
     layers = _layer_info(plan)
     m = lambda s: str(s).replace('"', "#quot;")
     out = ["---", f"title: {m(_title(plan))}", "---", "flowchart TB"]

@@ -13,9 +13,9 @@ def layer_rows(plan: Plan, path: str = "main") -> list[dict]:
             feats.append(f"skip<-v{layer.skip_from}")
         if layer.per_pass:
             feats.append("per-pass")
-        if layer.mlp.startswith("passes."):
+        if layer.mlp.kind == "pass":
             feats.append("own-mlp")
-        if layer.attn.startswith("passes."):
+        if layer.attn.kind == "pass":
             feats.append("own-attn")
         rows.append({"virtual": layer.index, "block": plan.blocks[layer.block].name, "pass": layer.pass_index,
                      "passes": layer.passes, "side": layer.side, "features": feats})
@@ -26,11 +26,11 @@ def show_data(plan: Plan) -> dict:
     unique = plan.unique_by_group()
     effective = plan.effective_by_group()
     return {
-        "name": plan.spec.name,
+        "name": plan.name,
         "order": plan.canonical_order(),
         "physical_blocks": len(plan.blocks),
         "virtual_layers": len(plan.layers),
-        "encoder_layers": plan.main.order.split,
+        "encoder_layers": plan.main.split,
         "skips": plan.main.n_skips,
         "paths": {name: {"order": plan.canonical_order(name), "depth": p.depth} for name, p in plan.paths.items()},
         "phases": [{"from": ph.start, "path": ph.path} for ph in plan.phases],

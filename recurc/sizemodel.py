@@ -8,7 +8,8 @@ Model (docs/size-model.md has the derivation and the measured errors):
 H is the entropy of a tensor's quantized values under a generalized-Gaussian weight shape
 (recurc/entropy.py), with the shape β and GPTQ's extra bits per tensor role taken from a
 trained-weight profile (recurc/profiles.py). coded_c(H) is each compressor's measured cost on
-i.i.d. quantized data. The band spans the built-in profiles.
+i.i.d. quantized data. The band is the profile's own, measured by leave-one-out over the artifacts
+it was calibrated on (recurc/calibration.py).
 
 Every constant below says where it came from; benchmarks/calibrate_sizemodel.py re-measures them.
 This module imports neither torch nor numpy: entropies come from an on-disk cache, and only a
@@ -27,8 +28,9 @@ from pathlib import Path
 from typing import Iterable
 
 from recurc.atomic import atomic_write
-from recurc.profiles import DEFAULT_PROFILE, PROFILES, ROLES, TRAINED_BETA, WeightProfile, load_profile, weight_role  # noqa: F401
-from recurc.quantspec import GROUPS, QuantSpec, TensorPlan, plan_tensor
+from recurc.profiles import PROFILES, ROLES, TRAINED_BETA, WeightProfile, load_profile, weight_role  # noqa: F401
+from recurc.ir import GROUPS, QuantSettings, Storage
+from recurc.quantspec import QuantSpec, plan_tensor  # noqa: F401 - QuantSpec() is a valid `spec` too
 
 # ----------------------------------------------------------------------------- constants
 # Residual bits/value of each compressor, measured on 2^20 i.i.d. Gaussian values quantized at
@@ -241,8 +243,8 @@ def value_entropy(kind: str, bits: int, rule: str, value: float, n: int, beta: f
 @dataclass(frozen=True)
 class ShapeAssumption:
     """What is assumed about the weights. `profile` (default: the spec's `quant.weights`) gives the
-    central prediction; the band spans every built-in profile as well, unless `beta` fixes one
-    shape for all roles (synthetic checks). `sigma`: absolute weight std per group, which matters
+    prediction and the relative width of its band; `beta` fixes one shape for all roles instead
+    (synthetic checks; band MODEL_REL_ERR). `sigma`: absolute weight std per group, which matters
     only for the percentile rule's 1/qmax scale floor."""
     beta: float | None = None
     sigma: tuple[tuple[str, float], ...] = ()
@@ -251,15 +253,15 @@ class ShapeAssumption:
     def sigma_of(self, group: str) -> float | None:
         return dict(self.sigma).get(group)
 
-    def profiles(self, spec: QuantSpec) -> list[WeightProfile]:
-        """The central profile first, then the others the band spans."""
+    def resolve(self, spec: QuantSettings) -> tuple[WeightProfile, float]:
+        """The profile the prediction uses and the relative half-width of its band."""
         if self.beta is not None:
-            return [WeightProfile.uniform(self.beta)]
-        central = self.profile or load_profile(spec.weights)
-        return [central] + [p for p in PROFILES.values() if p != central]
+            return WeightProfile.uniform(self.beta), MODEL_REL_ERR
+        prof = self.profile or load_profile(spec.weights)
+        return prof, prof.band
 
 
-def _tensor_value_bits(plan: TensorPlan, shape: tuple[int, ...], group: str, comp: str,
+def _tensor_value_bits(plan: Storage, shape: tuple[int, ...], group: str, comp: str,
                        assume: ShapeAssumption, beta: float, gptq_bits: float = 0.0) -> float:
     numel = math.prod(shape)
     n = shape[1] if plan.per_row else numel
@@ -271,13 +273,13 @@ def _tensor_value_bits(plan: TensorPlan, shape: tuple[int, ...], group: str, com
     return numel * (coded_bits(comp, h, huff) + extra)
 
 
-def predict(tensors: Iterable[TensorDesc | tuple], spec: QuantSpec,
+def predict(tensors: Iterable[TensorDesc | tuple], spec: QuantSettings,
             assume: ShapeAssumption | None = None) -> SizeEstimate:
-    """Predict raw and compressed bytes per group, with a band over the trained-weight profiles.
+    """Predict raw and compressed bytes per group, with the band of the trained-weight profile.
 
     `tensors`: TensorDesc or (name, shape, group[, dtype]) tuples."""
     assume = assume or ShapeAssumption()
-    profiles = assume.profiles(spec)
+    prof, band = assume.resolve(spec)
     comp, shuffle = spec.compressor.name, spec.compressor.byte_shuffle
     est = SizeEstimate()
     counts: dict[tuple[tuple[int, ...], str, str, str], int] = {}
@@ -302,12 +304,13 @@ def predict(tensors: Iterable[TensorDesc | tuple], spec: QuantSpec,
         n_scales = (shape[0] if plan.per_row else 1) * count
         sb = n_scales * _itemsize(plan.scale_dtype)
         sc = sb * stream_ratio(comp, plan.scale_dtype, shuffle, "scale")
-        vals = [count * _tensor_value_bits(plan, shape, group, comp, assume, p.beta_of(role), p.gptq_bits_of(role)) / 8
-                for p in profiles]
+        rule = plan.gq.clip.kind if plan.kind == "int" and plan.gq is not None else "std"
+        vals = count * _tensor_value_bits(plan, shape, group, comp, assume, prof.beta_of(role, rule),
+                                          prof.gptq_bits_of(role)) / 8
         g.raw_bytes += numel + sb
-        g.compressed += vals[0] + sc
-        g.low += (min(vals) + sc) * (1 - MODEL_REL_ERR)
-        g.high += (max(vals) + sc) * (1 + MODEL_REL_ERR)
+        g.compressed += vals + sc
+        g.low += (vals + sc) * (1 - band)
+        g.high += (vals + sc) * (1 + band)
     a, bp, bq = OVERHEAD[(spec.container, comp)]
     est.overhead = a + bp * est.n_passthrough + bq * est.n_quantized
     _CACHE.flush()
@@ -332,15 +335,15 @@ def read_tensor_entropies(path: str | Path) -> list[TensorEntropy]:
             for t in d["tensors"]]
 
 
-def fit_profile(records: Iterable[TensorEntropy], spec: QuantSpec, name: str, source: str = "",
+def fit_profile(records: Iterable[TensorEntropy], spec: QuantSettings, name: str, source: str = "",
                 fallback: WeightProfile | None = None) -> WeightProfile:
     """Per role: the shape β whose predicted entropy, summed over the role's tensors, equals the
     measured sum (β in [0.3, 2] under SDClip, where the Gaussian's β = 2 is the maximum; [0.3, 8]
     under the percentile clip), and GPTQ's mean extra bits/value over the GPTQ'd tensors. Roles
     with no quantized tensor keep `fallback`'s values (default: the challenge-baseline profile)."""
     from recurc import entropy   # bisection over beta: values not worth caching
-    fallback = fallback or PROFILES[DEFAULT_PROFILE]
-    by_role: dict[str, list[tuple[TensorPlan, tuple[int, ...], TensorEntropy]]] = {r: [] for r in ROLES}
+    fallback = fallback or PROFILES["challenge-baseline"]
+    by_role: dict[str, list[tuple[Storage, tuple[int, ...], TensorEntropy]]] = {r: [] for r in ROLES}
     for r in records:
         tp = plan_tensor(tuple(r.shape), "float32", r.group, spec)
         if tp.kind == "int" and tp.gq is not None:

@@ -30,7 +30,8 @@ BLOCK_NAME = re.compile(r"^[A-Z][A-Z0-9_]*$")
 class MLPSpec(Strict):
     hidden: int | None = Field(None, ge=1, le=1 << 16, description="hidden width; default mult × dim")
     mult: float = Field(2.0, gt=0, le=64)
-    activation: Literal["relu2", "leaky_relu2"] = "relu2"
+    activation: str = Field("relu2", description="the MLP component: relu2, leaky_relu2, or one an installed "
+                            "package registers")
     negative_slope: float = Field(0.5, ge=0, le=1, description="slope of leaky_relu2 below 0")
 
     def width(self, dim: int) -> int:
@@ -200,6 +201,9 @@ class Spec(Strict):
     features: FeaturesSpec = FeaturesSpec()
     skips: Literal["none", "unet", "gated_unet"] = "unet"
     schedule: ScheduleSpec = ScheduleSpec()
+    components: list[dict[str, Any]] = Field(
+        default_factory=list, description="components beyond the core, in the order they apply: "
+        "[{use: smear_gate, form: scalar}, {use: bigram_hash, buckets: 3072}] (recurc/components)")
     quant: QuantSpec = QuantSpec()
     budget: int = Field(16_000_000, ge=1)
     code: CodeSpec = CodeSpec(bytes=47_642)
@@ -220,6 +224,14 @@ class Spec(Strict):
             dup = sorted({n for n in names if names.count(n) > 1})
             if dup:
                 raise ValueError(f"block names must be unique, repeated: {', '.join(dup)}")
+        return v
+
+    @field_validator("components")
+    @classmethod
+    def _components(cls, v: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        for c in v:
+            if not isinstance(c.get("use"), str):
+                raise ValueError("each component needs `use: NAME`")
         return v
 
     def where(self, *path: Any) -> str | None:
@@ -338,6 +350,11 @@ def _anchor_paths(data: dict, base: Path) -> None:
     w = quant.get("weights") if isinstance(quant, dict) else None
     if isinstance(w, str) and w.endswith(".json") and not Path(w).is_absolute():
         quant["weights"] = str((base / w).resolve())
+    anchor = quant.get("anchor") if isinstance(quant, dict) else None
+    if isinstance(anchor, str) and "=" in anchor:   # quant.anchor: SIBLING=BYTES, SIBLING like `extends`
+        sib, _, n = anchor.rpartition("=")
+        if sib.strip() and not Path(sib.strip()).is_absolute():
+            quant["anchor"] = f"{(base / sib.strip()).resolve()}={n}"
 
 
 def _resolve(path: Path, chain: tuple[Path, ...]) -> tuple[dict, dict[tuple, str]]:

@@ -20,6 +20,7 @@ cached), one call of the scorer, and the canonical data for deduplication.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import itertools
 import json
 import os
@@ -33,7 +34,7 @@ from pydantic import ValidationError
 from .atomic import atomic_write
 from .errors import SpecError
 from .order import format_order
-from .plan import Plan, make_plan
+from .plan import Plan, make_plan, with_settings
 from .spec import Spec, _resolve, apply_overrides, validate
 
 RESERVED = {"constraints", "rank", "top", "loop_windows", "prelude_loop_coda", "axes"}
@@ -63,18 +64,13 @@ class Variant:
 
 # ---------------------------------------------------------------- scoring
 def count_score(plan: Plan) -> dict:
-    """A scorer from Plan counts alone (no bytes): used when recurc.estimate is unavailable and in tests.
-    FLOPs: 2 per effective matrix weight per token forward (×3 for training) plus attention scores."""
+    """A scorer from Plan counts and FLOPs alone (no bytes): used when the size model is not wanted
+    and in tests. FLOPs are recurc.estimate's (the one definition)."""
+    from .estimate import forward_flops
     eff = plan.effective_by_group()
-    m = plan.spec.model
-    mat = eff["attention"] + eff["mlp"] + (0 if m.tied_embeddings else 0) + m.vocab_size * m.dim
-    attn = 2 * 2 * m.seq_len * m.dim * plan.main.depth / 2          # causal: half of the score matrix
-    ev = plan.paths[plan.eval_path].depth
-    fwd = 2 * mat + attn
     return {"unique_params": plan.unique_params, "effective_params": sum(eff.values()),
-            "flops_per_token_train": 3.0 * fwd,
-            "flops_per_token_eval": 2 * (mat + (eff["attention"] + eff["mlp"]) * (ev / plan.main.depth - 1))
-            + attn * ev / plan.main.depth}
+            "flops_per_token_train": 3.0 * forward_flops(plan, "main"),
+            "flops_per_token_eval": forward_flops(plan, plan.eval_path)}
 
 
 def default_scorer() -> Callable[[Plan], Any]:
@@ -351,32 +347,27 @@ class _SharedPlan(Plan):
     """A Plan whose structure-only counts are computed once and shared by every variant with the same
     skeleton (variants that differ only in PLAN_INDEPENDENT sections). Behaves exactly like a Plan."""
 
-    _shared: dict
-
     @classmethod
     def of(cls, plan: Plan, spec: Spec, shared: dict) -> "_SharedPlan":
-        p = cls(spec=spec, blocks=plan.blocks, paths=plan.paths, phases=plan.phases, eval_path=plan.eval_path,
-                params=plan.params, block_names=plan.block_names)
-        p._shared = shared
-        if "unique_params" not in shared:
-            shared["unique_params"] = plan.unique_params
-        for k in ("unique_params", "_by_owner", "param_by_name"):
-            if k in shared:
-                p.__dict__[k] = shared[k]
+        base = with_settings(plan, spec)
+        p = cls(**{f.name: getattr(base, f.name) for f in dataclasses.fields(Plan)})
+        p.__dict__["_shared"] = shared
+        for k in ("unique_params", "by_owner", "param_by_name"):
+            if k not in shared:
+                shared[k] = getattr(plan, k)
+            p.__dict__[k] = shared[k]
         return p
 
     def unique_by_group(self) -> dict[str, int]:
         c = self._shared.get(("u",))
         if c is None:
             c = self._shared[("u",)] = Plan.unique_by_group(self)
-            self._shared["unique_params"] = self.unique_params
         return dict(c)
 
     def effective_by_group(self, path: str = "main") -> dict[str, int]:
         c = self._shared.get(("e", path))
         if c is None:
             c = self._shared[("e", path)] = Plan.effective_by_group(self, path)
-            self._shared["_by_owner"] = self._by_owner
         return dict(c)
 
 

@@ -60,7 +60,7 @@ def load_arrays(model: nn.Module, arrays: Mapping[str, np.ndarray]) -> None:
 # ---------------------------------------------------------------------------- GPTQ Hessians
 def gptq_tensors(plan: Plan) -> list[str]:
     """Names of the tensors quant.py will GPTQ-quantize (int scheme, per row, gptq on)."""
-    q = plan.spec.quant
+    q = plan.quant
     out = []
     for p in plan.params:
         tp = quant.plan_tensor(p.shape, "float32", p.group, q)
@@ -125,7 +125,7 @@ def predicted_bytes(plan: Plan) -> tuple[dict[str, float] | None, str]:
 # ---------------------------------------------------------------------------- artifact
 def quantize_model(model: nn.Module, plan: Plan, hessians: Mapping[str, np.ndarray] | None = None) -> bytes:
     """The compressed model bytes of the artifact."""
-    q = plan.spec.quant
+    q = plan.quant
     qstate = quant.quantize_state(state_arrays(model, plan), plan_groups(plan), q, hessians=hessians)
     return quant.pack(qstate, q)
 
@@ -133,7 +133,7 @@ def quantize_model(model: nn.Module, plan: Plan, hessians: Mapping[str, np.ndarr
 def read_artifact(path: str | Path, plan: Plan) -> dict[str, np.ndarray]:
     """Dequantized float weights of an artifact file."""
     blob = Path(path).read_bytes()
-    qstate = quant.unpack(blob, plan.spec.quant, plan_groups(plan))
+    qstate = quant.unpack(blob, plan.quant, plan_groups(plan))
     return quant.dequantize_state(qstate)
 
 
@@ -160,12 +160,12 @@ def export_model(model: nn.Module, plan: Plan, out_path: str | Path, *,
     path = atomic_write_bytes(out_path, blob)
     file_bytes = path.stat().st_size
     assert file_bytes == len(blob), "artifact on disk differs from the bytes written"
-    code = plan.spec.code.bytes
+    code = plan.code.bytes
     if code is None:
-        notes.append(f"code.emit={plan.spec.code.emit}: code bytes come from `recurc emit`, not counted here")
+        notes.append(f"code.emit={plan.code.emit}: code bytes come from `recurc emit`, not counted here")
     return {"artifact": str(path), "model_bytes": len(blob), "file_bytes": file_bytes, "code_bytes": code,
-            "total_bytes": (code or 0) + len(blob), "budget": plan.spec.budget,
-            "fits": (code or 0) + len(blob) <= plan.spec.budget, "gptq_tensors": len(want),
+            "total_bytes": (code or 0) + len(blob), "budget": plan.budget,
+            "fits": (code or 0) + len(blob) <= plan.budget, "gptq_tensors": len(want),
             "quant_seconds": round(time.perf_counter() - t0, 2), "notes": notes}
 
 

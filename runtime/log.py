@@ -72,7 +72,7 @@ def _jsonable(value: Any) -> Any:
 class RunLogger:
     """Writes events on rank 0; on other ranks every call is a no-op."""
 
-    def __init__(self, json_path: str | Path | None = None, *, rank: int = 0, progress: bool = False,
+    def __init__(self, json_path: str | Path | None = None, *, rank: int = 0, progress: Any = None,
                  stream: TextIO | None = None) -> None:
         self.enabled = rank == 0
         self.stream = stream or sys.stdout
@@ -80,23 +80,19 @@ class RunLogger:
         if self.enabled and json_path is not None:
             Path(json_path).parent.mkdir(parents=True, exist_ok=True)
             self._json = open(json_path, "a", encoding="utf-8")
+        # a progress display (runtime/progress.py's RichProgress) handed in by the CLI layer, or None
+        self._display = progress if self.enabled else None
         self._progress = None
-        self._task = None
-        self._want_progress = self.enabled and progress
 
-    # ---- progress bar (rich), optional
+    # ---- progress display, optional
     def start_progress(self, total: int, completed: int = 0) -> None:
-        if not self._want_progress:
-            return
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-        self._progress = Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(),
-                                  TextColumn("{task.fields[info]}"), TimeElapsedColumn(), transient=True)
-        self._progress.start()
-        self._task = self._progress.add_task("train", total=total, completed=completed, info="")
+        if self._display is not None:
+            self._display.start(total, completed)
+            self._progress = self._display
 
     def advance(self, step: int, info: str = "") -> None:
         if self._progress is not None:
-            self._progress.update(self._task, completed=step, info=info)
+            self._progress.advance(step, info)
 
     def stop_progress(self) -> None:
         if self._progress is not None:
@@ -110,7 +106,7 @@ class RunLogger:
             return
         line = format_human(event, record)
         if self._progress is not None:
-            self._progress.console.print(line, markup=False, highlight=False)
+            self._progress.print(line)
         else:
             print(line, file=self.stream, flush=True)
         if self._json is not None:

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from recurc.plan import Plan
-from recurc.spec import TrainSpec
+from recurc.ir import TrainSettings
 
 # Coefficients of the quintic iteration (modded-nanogpt): they push singular values into
 # roughly [0.7, 1.2] in 5 steps rather than converging exactly, which is all Muon needs.
@@ -147,7 +147,7 @@ def param_groups(model: nn.Module, plan: Plan) -> dict[str, list[tuple[str, nn.P
     return groups
 
 
-def build_optimizers(model: nn.Module, plan: Plan, train: TrainSpec) -> Optimizers:
+def build_optimizers(model: nn.Module, plan: Plan, train: TrainSettings) -> Optimizers:
     """Muon for attention/mlp matrices; Adam for embeddings (embed_lr; an untied head head_lr),
     scalars and per-pass tensors (scalar_lr); also for any non-2-D attention/mlp tensor."""
     groups = param_groups(model, plan)

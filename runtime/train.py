@@ -35,19 +35,21 @@ from torch import nn
 
 from recurc.errors import SpecError
 from recurc.plan import Plan, make_plan
-from recurc.spec import Spec, TrainSpec, load_spec
+from recurc.ir import TrainSettings
+from recurc.spec import load_spec
 from runtime.checkpoint import CHECKPOINT_NAME, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from runtime.data import DistributedTokenLoader
 from runtime.evaluate import EvalResult, ValidationSet, autocast_context, evaluate
 from runtime.log import RunLogger
 from runtime.optim import Optimizers, build_optimizers
+from runtime.progress import RichProgress
 
 DEMO_DIR = "data/demo"
 DEFAULT_MICRO_TOKENS = {"cuda": 65_536, "cpu": 8_192}  # per rank per micro-batch (challenge: 65,536)
 
 
 # ============================================================================ pure schedule math
-def lr_scale(step: int, elapsed: float, train: TrainSpec, iterations: int, cap: float | None) -> float:
+def lr_scale(step: int, elapsed: float, train: TrainSettings, iterations: int, cap: float | None) -> float:
     """LR multiplier for the step after `step` completed steps and `elapsed` training seconds."""
     scale = 1.0
     if train.lr_warmup_steps and step < train.lr_warmup_steps:
@@ -187,18 +189,18 @@ class RunConfig:
     ckpt_every: int
     micro_tokens: int | None
     export: bool
-    progress: bool
+    progress: Any            # a progress display (runtime/progress.py) or None
 
 
 class Trainer:
     """State of one training run on one rank: model, optimizers, data, schedule position."""
 
-    def __init__(self, cfg: RunConfig, spec: Spec, plan: Plan, d: Dist, log: RunLogger) -> None:
-        self.cfg, self.spec, self.plan, self.d, self.log = cfg, spec, plan, d, log
-        t = self.train = spec.train
+    def __init__(self, cfg: RunConfig, plan: Plan, d: Dist, log: RunLogger) -> None:
+        self.cfg, self.plan, self.d, self.log = cfg, plan, d, log
+        t = self.train = plan.train
         self.iterations = t.iterations
         self.cap = t.max_wallclock_seconds
-        seq_len = spec.model.seq_len
+        seq_len = plan.model.seq_len
         max_micro = cfg.micro_tokens or DEFAULT_MICRO_TOKENS["cuda" if d.device.type == "cuda" else "cpu"]
         self.accum, self.micro_tokens = plan_accumulation(t.tokens_per_step, d.world_size, seq_len, max_micro)
 
@@ -217,7 +219,7 @@ class Trainer:
                 self.fwd, device_ids=[d.local_rank] if d.device.type == "cuda" else None,
                 broadcast_buffers=False, find_unused_parameters=multi_path)
         self.loader = DistributedTokenLoader(cfg.data, d.rank, d.world_size, seed=t.seed)
-        self.val = ValidationSet.load(cfg.val, cfg.tokenizer, seq_len, spec.model.vocab_size, t.val_tokens, d.device)
+        self.val = ValidationSet.load(cfg.val, cfg.tokenizer, seq_len, plan.model.vocab_size, t.val_tokens, d.device)
         self.val_batch_seqs = max(1, self.micro_tokens // seq_len)
         self.step = 0
         self.elapsed = 0.0
@@ -225,7 +227,7 @@ class Trainer:
     # ---------------------------------------------------------------- one optimizer step
     def train_step(self, path: str) -> torch.Tensor:
         """Forward/backward over `accum` micro-batches and one optimizer step; the mean loss."""
-        seq_len = self.spec.model.seq_len
+        seq_len = self.plan.model.seq_len
         total = torch.zeros((), device=self.d.device)
         for i in range(self.accum):
             x, y = self.loader.next_batch(self.micro_tokens, seq_len)
@@ -342,7 +344,7 @@ class Trainer:
     # ---------------------------------------------------------------- the loop
     def run(self) -> dict[str, Any]:
         cfg, t = self.cfg, self.train
-        self.log.event("run", spec=self.spec.name, params=self.plan.unique_params, world_size=self.d.world_size,
+        self.log.event("run", spec=self.plan.name, params=self.plan.unique_params, world_size=self.d.world_size,
                        device=str(self.d.device), accum=self.accum, micro_tokens=self.micro_tokens,
                        tokens_per_step=t.tokens_per_step, compile=cfg.compile,
                        phases=" ".join(f"{ph.start:g}:{ph.path}" for ph in self.plan.phases),
@@ -417,7 +419,7 @@ class Trainer:
     def calibration_batches(self, n: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """n training micro-batches from a fresh loader (the run's own position is untouched)."""
         loader = DistributedTokenLoader(self.cfg.data, self.d.rank, self.d.world_size, seed=self.train.seed)
-        return [loader.next_batch(self.micro_tokens, self.spec.model.seq_len) for _ in range(n)]
+        return [loader.next_batch(self.micro_tokens, self.plan.model.seq_len) for _ in range(n)]
 
 
 # ============================================================================ command line
@@ -465,12 +467,12 @@ def resolve_data(args: argparse.Namespace, d: Dist) -> tuple[str, str, str]:
     return args.data, val, args.tokenizer
 
 
-def train_rank(cfg: RunConfig, spec, plan: Plan, d: Dist) -> int:
+def train_rank(cfg: RunConfig, plan: Plan, d: Dist) -> int:
     """This rank's part of a run: train, validate, export. Shared by `main` and emitted scripts."""
     log = RunLogger(cfg.log_json, rank=d.rank, progress=cfg.progress)
     try:
         try:
-            trainer = Trainer(cfg, spec, plan, d, log)
+            trainer = Trainer(cfg, plan, d, log)
         except ValueError as exc:  # settings that cannot run here (e.g. tokens_per_step vs ranks)
             print(f"error: {exc}", file=sys.stderr)
             return 2
@@ -502,8 +504,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             log_json=Path(args.log_json or out / "log.jsonl"), log_every=max(1, args.log_every),
             val_every=spec.train.val_every if args.val_every is None else args.val_every,
             ckpt_every=args.ckpt_every, micro_tokens=args.micro_tokens, export=args.export,
-            progress=args.progress if args.progress is not None else sys.stderr.isatty())
-        return train_rank(cfg, spec, plan, d)
+            progress=RichProgress() if (args.progress if args.progress is not None else sys.stderr.isatty())
+            else None)
+        return train_rank(cfg, plan, d)
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()

@@ -19,7 +19,7 @@ TINY = ["model.vocab_size=64", "model.dim=32", "model.heads=4", "model.kv_heads=
 
 @pytest.mark.parametrize("path", SPECS, ids=lambda p: p.stem)
 def test_module_parameters_equal_the_plan(path):
-    model = build(load_spec(path), device="meta")
+    model = build(make_plan(load_spec(path)), device="meta")
     state = model.state_dict()
     assert {k: tuple(v.shape) for k, v in state.items()} == {p.name: p.shape for p in model.plan.params}
     assert sum(p.numel() for p in model.parameters()) == model.plan.unique_params
@@ -28,12 +28,12 @@ def test_module_parameters_equal_the_plan(path):
 
 
 def test_baseline_is_exactly_17059912_parameters():
-    model = build(load_spec(ROOT / "specs/baseline.yaml"), device="meta")
+    model = build(make_plan(load_spec(ROOT / "specs/baseline.yaml")), device="meta")
     assert sum(p.numel() for p in model.parameters()) == 17_059_912
 
 
 def test_shared_block_is_one_object():
-    model = build(load_spec(ROOT / "specs/loop45x2.yaml", TINY))
+    model = build(make_plan(load_spec(ROOT / "specs/loop45x2.yaml", TINY)))
     runs = model.runs["main"]
     assert runs[4].attn is runs[6].attn is model.blocks["4"].attn
     assert runs[5].mlp is runs[7].mlp
@@ -52,7 +52,7 @@ def test_same_loss_as_hand_written_reference(spec_file, ref_cls, layers):
     cfg = RefConfig(vocab_size=64, dim=32, num_layers=layers, num_heads=4, num_kv_heads=2, seq_len=16)
     ref = ref_cls(cfg)
     _randomise(ref)
-    ours = build(load_spec(ROOT / "specs" / spec_file, TINY))
+    ours = build(make_plan(load_spec(ROOT / "specs" / spec_file, TINY)))
     missing, unexpected = ours.load_state_dict(ref.state_dict(), strict=True)
     assert not missing and not unexpected
     idx = torch.randint(0, 64, (3, 16), generator=torch.Generator().manual_seed(1))
@@ -69,7 +69,7 @@ def test_same_loss_as_hand_written_reference(spec_file, ref_cls, layers):
 def test_every_spec_compiles_fullgraph_without_recompiles(path, backend):
     import torch._dynamo as dynamo
     dynamo.reset()
-    model = build(load_spec(path, TINY + ["model.rope.dims=null", "model.mlp.hidden=null"]))
+    model = build(make_plan(load_spec(path, TINY + ["model.rope.dims=null", "model.mlp.hidden=null"])))
     opt = torch.optim.SGD(model.parameters(), lr=1e-3)
     compiled = torch.compile(model, backend=backend, fullgraph=True)
     idx = torch.randint(0, 64, (2, 16))
@@ -97,7 +97,7 @@ def test_every_spec_compiles_fullgraph_without_recompiles(path, backend):
 def test_each_per_pass_feature_alone_builds_and_trains(feature, scope):
     spec = load_spec(ROOT / "specs/baseline.yaml", TINY + ["order=0..3,4x2,5..8", feature, f"per_pass.scope={scope}",
                                                            "schedule.eval_repeats=3"])
-    model = build(spec)
+    model = build(make_plan(spec))
     assert sum(p.numel() for p in model.parameters()) == model.plan.unique_params
     idx = torch.randint(0, 64, (2, 16))
     for path in model.runs:
@@ -114,5 +114,5 @@ def test_schedule_orders_only_run_blocks_of_the_main_order():
     plan = make_plan(load_spec(ROOT / "specs/baseline.yaml", TINY + ["order=0,1,2", "blocks=3", "sharing=attention",
                                                                       "per_pass.scope=all",
                                                                       "schedule.eval_order=0,1,1,2"]))
-    assert all(layer.mlp.startswith("blocks.") for layer in plan.paths["eval"].layers)
+    assert all(layer.mlp.kind == "block" for layer in plan.paths["eval"].layers)
     build(plan)(torch.randint(0, 64, (1, 16)), path="eval")

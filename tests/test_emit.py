@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from recurc.emit import PACKINGS, emit, emitted_code_bytes
+from recurc.emit import PACKINGS, TEMPLATE_NAMES, emit, emitted_code_bytes
 from recurc.estimate import estimate
 from recurc.plan import make_plan
 from recurc.spec import load_spec
@@ -61,17 +61,42 @@ def test_every_spec_emits_compiles_and_imports_no_recurc(spec):
         assert mods <= allowed, mods - allowed
         assert not mods & {"recurc", "runtime", "pydantic", "yaml", "lark", "networkx", "rich"}
     raw = emit(plan, "raw")
-    assert f"SPEC_NAME = {plan.spec.name!r}" in raw and plan.canonical_order() in raw
-    q = plan.spec.quant
-    # only the compressor and the features the spec uses
-    for name in ("zlib", "lzma", "zstandard", "brotli"):
-        used = {"zstd": "zstandard"}.get(q.compressor.name, q.compressor.name) == name
-        assert (f"{name}.compress" in raw) == used, name
-    gptq = any(g.gptq for g in q.groups.values())
-    assert ("def gptq_quantize" in raw) == gptq
-    assert ("def exclusive" in raw) == any(l.xsa for p in plan.paths.values() for l in p.layers)
-    assert ("film_scale" in raw) == plan.spec.per_pass.film
-    assert ("def _quantize_ternary" in raw) == any(g.scheme == "ternary" for g in q.groups.values())
+    assert f"SPEC_NAME = {plan.name!r}" in raw and plan.canonical_order() in raw
+    code = _unpacked(emit(plan, "minified"))
+    ns: dict = {}
+    tree = ast.parse(code)
+    # data: the Plan literal is the Plan, and the component table names exactly the ones it uses
+    plan_call = next(n.value for n in tree.body if isinstance(n, ast.Assign) and n.targets[0].id == "PLAN")
+    assert ast.literal_eval(plan_call.args[0]) == {**plan.to_json(), "source": {}}
+    table = next(n.value for n in tree.body if isinstance(n, ast.Assign) and n.targets[0].id == "TORCH_COMPONENTS")
+    used = {b.activation for b in plan.blocks} | {u.name for u in plan.components}
+    assert {k.value for k in table.keys} == used
+    del ns
+
+
+def _branches(n: ast.AST) -> tuple[int, int, int]:
+    kinds = [type(x) for x in ast.walk(n)]
+    return kinds.count(ast.If), kinds.count(ast.IfExp), kinds.count(ast.Return)
+
+
+def _source_defs() -> dict[str, list[tuple[int, int, int]]]:
+    out: dict[str, list] = {}
+    for f in list((ROOT / "recurc").rglob("*.py")) + list((ROOT / "runtime").glob("*.py")):
+        for node in ast.parse(f.read_text()).body:
+            if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+                out.setdefault(node.name, []).append(_branches(node))
+    return out
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=lambda p: p.stem)
+def test_emitted_code_is_the_source_code(spec):
+    """Code plus data: every emitted function and class keeps every branch of its source (no
+    partial evaluation), whatever the spec."""
+    src = _source_defs()
+    for node in ast.parse(emit(_plan(spec), "raw")).body:
+        if isinstance(node, (ast.FunctionDef, ast.ClassDef)) and node.name in src \
+                and node.name not in TEMPLATE_NAMES:
+            assert _branches(node) in src[node.name], node.name
 
 
 def test_estimate_counts_the_emitted_script(tmp_path):
@@ -177,17 +202,3 @@ def test_emitted_model_equals_the_built_model_for_every_spec(spec_file, tmp_path
     for path in plan.paths:
         torch.testing.assert_close(emitted(idx, torch.roll(idx, -1, 1), path=path),
                                    ours(idx, torch.roll(idx, -1, 1), path=path))
-
-
-@pytest.mark.parametrize("spec", SPECS, ids=lambda p: p.stem)
-def test_every_fold_key_names_real_code(spec):
-    """emit folds `if`s by the source text of their conditions: each key must still occur."""
-    from recurc.emit import stale_fold_keys
-    assert stale_fold_keys(make_plan(load_spec(spec))) == []
-
-
-def test_a_renamed_condition_is_caught(monkeypatch):
-    import recurc.emit as emit_mod
-    real = emit_mod._fold_env
-    monkeypatch.setattr(emit_mod, "_fold_env", lambda plan: {**real(plan), "run.renamed_flag": True})
-    assert emit_mod.stale_fold_keys(make_plan(load_spec(ROOT / "specs" / "baseline.yaml"))) == ["run.renamed_flag"]

@@ -42,7 +42,7 @@ def _state(plan, seed: int = 0) -> dict:
 def _reference_bytes(plan, sd) -> int:
     arrays = {p.name: sd[p.name].float().numpy() for p in plan.params}
     groups = {p.name: p.group for p in plan.params}
-    return len(quant.pack(quant.quantize_state(arrays, groups, plan.spec.quant), plan.spec.quant))
+    return len(quant.pack(quant.quantize_state(arrays, groups, plan.quant), plan.quant))
 
 
 @pytest.mark.parametrize("overrides", [(), ("quant.groups.attention.bits=6", "quant.groups.attention.clip.kind=std",

@@ -2,6 +2,8 @@
 profile (`recurc measure --save-profile`) predicts its bytes, bad profiles are clear errors."""
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import math
 import subprocess
@@ -27,7 +29,7 @@ LOOP35_PARALLEL_665_STEPS = 15_578_092
 
 def _predict(spec: str, profile: WeightProfile) -> float:
     plan = make_plan(load_spec(ROOT / "specs" / spec))
-    return sizemodel.predict([(p.name, p.shape, p.group) for p in plan.params], plan.spec.quant,
+    return sizemodel.predict([(p.name, p.shape, p.group) for p in plan.params], plan.quant,
                              sizemodel.ShapeAssumption(profile=profile)).total
 
 
@@ -35,7 +37,7 @@ def test_builtin_profile_is_the_fit_of_the_committed_run():
     """recurc-sp8192-short is exactly what fit_profile gives on the run's committed statistics."""
     plan = make_plan(load_spec(ROOT / "specs" / "loop45_sp8192.yaml"))
     fitted = sizemodel.fit_profile(sizemodel.read_tensor_entropies(RESULTS / "loop45_sp8192_1140steps_tensors.json"),
-                                   plan.spec.quant, "recurc-sp8192-short")
+                                   plan.quant, "recurc-sp8192-short")
     assert fitted.beta == PROFILES["recurc-sp8192-short"].beta
     assert fitted.gptq_bits == PROFILES["recurc-sp8192-short"].gptq_bits
 
@@ -162,9 +164,9 @@ def test_gptq_entropies_only_for_gptq_tensors():
     arrays = {p.name: rng.normal(0, 0.5, p.shape).astype(np.float32) for p in plan.params}
     groups = {p.name: p.group for p in plan.params}
     hess = {n: np.eye(a.shape[1]) for n, a in arrays.items() if groups[n] == "mlp" and a.ndim == 2}
-    state = quant.quantize_state(arrays, groups, plan.spec.quant, hessians=hess)
-    rounded = quant.quantize_state(arrays, groups, plan.spec.quant.model_copy(update={"groups": {
-        g: gq.model_copy(update={"gptq": False}) for g, gq in plan.spec.quant.groups.items()}}))
-    recs = tensor_entropies(rounded, plan.spec.quant, state)
+    state = quant.quantize_state(arrays, groups, plan.quant, hessians=hess)
+    rounded = quant.quantize_state(arrays, groups, dataclasses.replace(plan.quant, groups={
+        g: dataclasses.replace(gq, gptq=False) for g, gq in plan.quant.groups.items()}))
+    recs = tensor_entropies(rounded, plan.quant, state)
     assert {r.group for r in recs if r.entropy_gptq is not None} == {"mlp"}
     assert all(r.entropy_gptq is None for r in recs if r.group != "mlp")

@@ -59,7 +59,7 @@ def test_recurrence_counts():
 def test_attention_sharing_unties_the_mlp_per_pass():
     plan = make_plan(load_spec(ROOT / "specs/attn_shared_mlp_untied.yaml"))
     second = [l for l in plan.layers if l.block == 1 and l.pass_index == 1][0]
-    assert second.attn == "blocks.1.attn" and second.mlp == f"passes.{second.index}.mlp"
+    assert second.attn.path == "blocks.1.attn" and second.mlp.path == f"passes.{second.index}.mlp"
     assert f"passes.{second.index}.mlp.fc.weight" in plan.param_by_name
 
 

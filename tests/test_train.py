@@ -79,7 +79,7 @@ def test_optimizer_groups_come_from_the_plan():
     muon_names = {n for n, _ in groups["muon"]}
     assert "blocks.1.attn.c_q.weight" in muon_names and "blocks.2.mlp.fc.weight" in muon_names
     assert {n for n, _ in groups["embeddings"]} == {"tok_emb.weight"}
-    opts = build_optimizers(model, plan, plan.spec.train)
+    opts = build_optimizers(model, plan, plan.train)
     seen = [p for o in opts.optimizers for g in o.param_groups for p in g["params"]]
     assert len(seen) == len({id(p) for p in seen}) == len(plan.params)  # shared blocks: once
     assert any(isinstance(o, Muon) for o in opts.optimizers)

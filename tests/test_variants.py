@@ -21,11 +21,11 @@ EXAMPLE = ROOT / "examples" / "sweep_loops.yaml"
 def toy_bytes(plan):
     """A stand-in for recurc.estimate: counts from the Plan, bytes = params × bits / 8."""
     d = count_score(plan)
-    q = plan.spec.quant.groups
+    q = plan.quant.groups
     by = {g: int(n * (q[g].bits if g in q else 16) / 8) for g, n in plan.unique_by_group().items()}
-    total = sum(by.values()) + plan.spec.code.bytes
-    d.update(bytes_by_group=by, model_bytes=sum(by.values()), total_bytes=total, budget=plan.spec.budget,
-             headroom=plan.spec.budget - total, fits=total <= plan.spec.budget)
+    total = sum(by.values()) + plan.code.bytes
+    d.update(bytes_by_group=by, model_bytes=sum(by.values()), total_bytes=total, budget=plan.budget,
+             headroom=plan.budget - total, fits=total <= plan.budget)
     return d
 
 
@@ -68,7 +68,7 @@ def test_example_sweep_runs_filters_ranks_and_writes(tmp_path):
     for p in paths[:20]:                                           # every written spec loads and plans
         plan = make_plan(load_spec(p))
         v = next(x for x in vs if x.name == p.stem)
-        assert plan.canonical_order() == v.order and plan.spec.name == v.name
+        assert plan.canonical_order() == v.order and plan.name == v.name
     spec = yaml.safe_load((tmp_path / "specs" / "loop4-5x2_dim512_mlp6.yaml").read_text())
     assert spec["order"] == "0..3,(4,5)x2,6..10" and spec["blocks"] == 11 and spec["model"]["dim"] == 512
     assert spec["quant"]["groups"]["mlp"]["bits"] == 6
@@ -144,15 +144,19 @@ def test_no_sweep_is_an_error():
         variants(dict(BASE), score=count_score)
 
 
-def test_plan_does_not_read_plan_independent_sections():
-    """variants.py shares one Plan skeleton between variants that differ only in these sections."""
+def test_plan_independent_sections_only_change_settings():
+    """variants.py shares one Plan skeleton between variants that differ only in these sections:
+    the skeleton with the variant's settings must be exactly the variant's own Plan."""
+    from recurc.plan import with_settings
     assert set(PLAN_INDEPENDENT) >= {"quant", "budget", "code", "train"}
     base = load_spec(ROOT / "specs" / "loop45_sp8192.yaml").to_data()
     other = {**base, "quant": {"groups": {"mlp": {"bits": 4}}, "compressor": {"name": "zlib"}}, "budget": 1,
              "code": {"bytes": 1}, "train": {"iterations": 5}, "name": "x", "description": "y"}
     a, b = make_plan(spec_from_data(base)), make_plan(spec_from_data(other))
-    assert (a.blocks, a.paths, a.phases, a.eval_path, a.params, a.block_names) == \
-        (b.blocks, b.paths, b.phases, b.eval_path, b.params, b.block_names)
+    assert (a.blocks, a.paths, a.phases, a.eval_path, a.block_names) == \
+        (b.blocks, b.paths, b.phases, b.eval_path, b.block_names)
+    shared = with_settings(a, spec_from_data(other))
+    assert shared == b and shared.to_json() == b.to_json()
 
 
 def test_cli(tmp_path, capsys):

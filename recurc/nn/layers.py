@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..ir import MLPSettings
+
 
 def rms_norm(x: Tensor) -> Tensor:
     """Parameter-free RMSNorm over the last dimension (eps from the dtype, as the baseline)."""
@@ -86,17 +88,29 @@ def exclusive(y: Tensor, v: Tensor, group: int) -> Tensor:
 
 
 class MLP(nn.Module):
-    def __init__(self, dim: int, hidden: int, activation: str, negative_slope: float) -> None:
+    """relu2: fc → relu(·)² → proj (the `relu2` component)."""
+
+    def __init__(self, dim: int, settings: MLPSettings) -> None:
         super().__init__()
-        self.fc = CastedLinear(dim, hidden)
-        self.proj = CastedLinear(hidden, dim, zero_init=True)
-        self.leaky = activation == "leaky_relu2"
-        self.negative_slope = negative_slope
+        self.fc = CastedLinear(dim, settings.hidden)
+        self.proj = CastedLinear(settings.hidden, dim, zero_init=True)
+
+    def activation(self, h: Tensor) -> Tensor:
+        return torch.relu(h)
 
     def forward(self, x: Tensor) -> Tensor:
-        h = self.fc(x)
-        h = F.leaky_relu(h, self.negative_slope) if self.leaky else torch.relu(h)
-        return self.proj(h.square())
+        return self.proj(self.activation(self.fc(x)).square())
+
+
+class LeakyMLP(MLP):
+    """leaky_relu2: fc → leaky_relu(·, negative_slope)² → proj (the `leaky_relu2` component)."""
+
+    def __init__(self, dim: int, settings: MLPSettings) -> None:
+        super().__init__(dim, settings)
+        self.negative_slope = settings.negative_slope
+
+    def activation(self, h: Tensor) -> Tensor:
+        return F.leaky_relu(h, self.negative_slope)
 
 
 def add_block_scalars(module: nn.Module, dim: int) -> None:
@@ -115,3 +129,23 @@ def sinusoidal_table(rows: int, dim: int) -> Tensor:
     table[:, 0::2] = torch.sin(angle)
     table[:, 1::2] = torch.cos(angle[:, : dim // 2])
     return table / math.sqrt(dim)
+
+
+def init_tensor(t: Tensor, how: str) -> None:
+    """Initialise a parameter as its Plan entry says (`ParamInfo.init`); "module" keeps the
+    module's own initialisation (nn.Linear's)."""
+    kind, _, arg = how.partition(":")
+    with torch.no_grad():
+        if kind == "zeros":
+            t.zero_()
+        elif kind == "ones":
+            t.fill_(1.0)
+        elif kind == "const":
+            t.fill_(float(arg))
+        elif kind == "rows":        # row i filled with the i-th value (resid_mix: "rows:1,0")
+            for i, v in enumerate(arg.split(",")):
+                t[i].fill_(float(v))
+        elif kind == "normal":
+            t.normal_(0.0, float(arg))
+        elif kind != "module":
+            raise ValueError(f"unknown init {how!r}")
