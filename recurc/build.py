@@ -108,8 +108,7 @@ class RecurrentLM(nn.Module):
         self.runs: dict[str, tuple[LayerRun, ...]] = {name: self._runs(name) for name in plan.paths}
 
     def _add_stage(self, use: ComponentUse) -> None:
-        from .components import lookup
-        if lookup(use.name).stage_of(use) == "embed":
+        if use.stage == "embed":
             self.embed_stage += (use.name,)
         else:
             self.input_stage += (use.name,)

@@ -188,6 +188,7 @@ class ComponentUse:
     name: str
     kind: str
     config: dict[str, Any] = field(default_factory=dict)
+    stage: str = ""          # token components: "embed" (raw embedding) or "input" (after its norm)
 
     def get(self, key: str, default: Any = None) -> Any:
         return self.config.get(key, default)

@@ -212,7 +212,8 @@ def _component_uses(spec: Spec) -> tuple[ComponentUse, ...]:
         if comp.kind == "mlp":
             raise SpecError(f"{name} is an MLP component: name it in model.mlp.activation",
                             where=spec.where("components"))
-        out.append(ComponentUse(name, comp.kind, comp.config(cfg)))
+        use = ComponentUse(name, comp.kind, comp.config(cfg))
+        out.append(dataclasses.replace(use, stage=comp.stage_of(use)) if comp.kind == "token" else use)
     seen = [u.name for u in out]
     dup = next((n for n in seen if seen.count(n) > 1), None)
     if dup:
