@@ -170,7 +170,7 @@ def tensor_entropies(rounded: quant.QuantizedState, q: QuantSettings,
     for name, t in rounded.tensors.items():
         if t.kind == "int" and t.q is not None:
             tp = quant.plan_tensor(t.shape, "float32", t.group, q)
-            gptqd = gptq_state is not None and tp.per_row and tp.gq is not None and tp.gq.gptq
+            gptqd = gptq_state is not None and tp.gptq
             out.append(TensorEntropy(name, tuple(t.shape), t.group, entropy_bits(t.q),
                                      entropy_bits(gptq_state.tensors[name].q) if gptqd else None))
     return out
@@ -194,9 +194,7 @@ def measure(checkpoint: str | Path | Mapping[str, Any], plan: Plan, *,
     q = plan.quant
     notes: list[str] = []
     hs = _load_hessians(hessians)
-    gptq = [n for n, p in ((p.name, p) for p in plan.params)
-            if (tp := quant.plan_tensor(p.shape, "float32", p.group, q)).kind == "int" and tp.per_row
-            and tp.gq is not None and tp.gq.gptq]
+    gptq = [p.name for p in plan.params if p.storage.gptq]
     if gptq and hs is None:
         q_used = _without_gptq(q)
         notes.append(f"{len(gptq)} GPTQ tensors rounded without calibration Hessians (the export's H = I); "

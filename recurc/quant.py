@@ -196,7 +196,7 @@ def quantize_state(state: Mapping[str, np.ndarray], groups: GroupsArg, spec: Qua
             if not np.isfinite(w).all():
                 raise SpecError(f"tensor {name!r} has NaN or infinite values; cannot quantize it")
             hessian = None
-            if plan.kind == "int" and plan.gq is not None and plan.gq.gptq and plan.per_row:
+            if plan.gptq:
                 hessian = _checked_hessian(name, w.shape, hessians)
             if plan.kind == "int":
                 qt.q, qt.scale = _quantize_int(w, plan, hessian)

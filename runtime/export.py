@@ -60,13 +60,7 @@ def load_arrays(model: nn.Module, arrays: Mapping[str, np.ndarray]) -> None:
 # ---------------------------------------------------------------------------- GPTQ Hessians
 def gptq_tensors(plan: Plan) -> list[str]:
     """Names of the tensors quant.py will GPTQ-quantize (int scheme, per row, gptq on)."""
-    q = plan.quant
-    out = []
-    for p in plan.params:
-        tp = quant.plan_tensor(p.shape, "float32", p.group, q)
-        if tp.kind == "int" and tp.per_row and tp.gq is not None and tp.gq.gptq:
-            out.append(p.name)
-    return out
+    return [p.name for p in plan.params if p.storage.gptq]
 
 
 @torch.no_grad()
