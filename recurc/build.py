@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .ir import ComponentUse, Owner, Plan
-from .nn.layers import Attention, Rotary, init_tensor, rms_norm, sinusoidal_table
+from .nn.layers import Attention, CastedLinear, Rotary, document_mask, init_tensor, rms_norm, sinusoidal_table
 
 
 def torch_component(name: str):
@@ -59,7 +59,14 @@ class RecurrentLM(nn.Module):
         super().__init__()
         self.plan = plan
         m = plan.model
-        self.tok_emb = nn.Embedding(m.vocab_size, m.dim)
+        self.tok_emb = nn.Embedding(m.vocab_size, m.embed_rank or m.dim)
+        if m.embed_rank:     # factorized embedding: r → d into the stack (and d → r into a tied head)
+            self.emb_up = CastedLinear(m.embed_rank, m.dim)
+            if m.tied_embeddings:
+                self.head_down = CastedLinear(m.dim, m.embed_rank)
+        self.factorized = m.embed_rank > 0
+        self.document_mask = m.attention.document_mask
+        self.bos_id = m.attention.bos_id
         # token-level components, in spec order, each at its stage
         self.embed_stage: tuple[str, ...] = ()
         self.input_stage: tuple[str, ...] = ()
@@ -115,7 +122,7 @@ class RecurrentLM(nn.Module):
 
     def _attention(self) -> Attention:
         m = self.plan.model
-        return Attention(m.dim, m.heads, m.kv_heads, m.q_gain_init)
+        return Attention(m.dim, m.heads, m.kv_heads, m.q_gain_init, m.attention)
 
     # ---- build-time resolution of owners
     def _module(self, owner: Owner) -> nn.Module:
@@ -138,6 +145,9 @@ class RecurrentLM(nn.Module):
     # ---- forward
     def forward(self, idx: Tensor, targets: Tensor | None = None, path: str = "main") -> Tensor:
         x = self.tok_emb(idx)
+        if self.factorized:
+            x = self.emb_up(x)
+        mask = document_mask(idx, self.bos_id) if self.document_mask else None
         for name in self.embed_stage:
             x = getattr(self, name)(x, idx)
         x = rms_norm(x)
@@ -148,7 +158,7 @@ class RecurrentLM(nn.Module):
         for run in self.runs[path]:
             if run.skip_slot is not None:
                 x = self._skip(x, outs[run.skip_from], run.skip_slot)
-            x = self._layer(run, x, x0, outs)
+            x = self._layer(run, x, x0, outs, mask)
             outs.append(x)
         return self._head(x, targets)
 
@@ -159,7 +169,7 @@ class RecurrentLM(nn.Module):
             return torch.lerp(scaled, x, torch.sigmoid(self.skip_gates[slot].to(x.dtype)))
         return x + scaled
 
-    def _layer(self, run: LayerRun, x: Tensor, x0: Tensor, outs: list[Tensor]) -> Tensor:
+    def _layer(self, run: LayerRun, x: Tensor, x0: Tensor, outs: list[Tensor], mask: Tensor | None) -> Tensor:
         own = run.own
         if run.depth_row is not None:
             x = x + self.depth_table[run.depth_row].to(x.dtype)
@@ -172,9 +182,9 @@ class RecurrentLM(nn.Module):
         attn_scale, mlp_scale = s.attn_scale.to(x.dtype), s.mlp_scale.to(x.dtype)
         if run.parallel:
             h = self._norm(x, run)
-            x = x + self._scaled(attn_scale * run.attn(h, self.rotary, run.xsa) + mlp_scale * run.mlp(h), run)
+            x = x + self._scaled(attn_scale * run.attn(h, self.rotary, run.xsa, mask) + mlp_scale * run.mlp(h), run)
         else:
-            x = x + self._scaled(attn_scale * run.attn(self._norm(x, run), self.rotary, run.xsa), run)
+            x = x + self._scaled(attn_scale * run.attn(self._norm(x, run), self.rotary, run.xsa, mask), run)
             x = x + self._scaled(mlp_scale * run.mlp(self._norm(x, run)), run)
         prev = outs[run.prev_pass] if run.prev_pass is not None else None
         for hook in run.hooks:
@@ -190,7 +200,10 @@ class RecurrentLM(nn.Module):
         return update * run.residual_scale if run.residual_scale != 1.0 else update
 
     def _head(self, x: Tensor, targets: Tensor | None) -> Tensor:
-        x = self.head_in(rms_norm(x))
+        x = rms_norm(x)
+        if self.factorized and not hasattr(self, "lm_head"):
+            x = self.head_down(x)
+        x = self.head_in(x)
         weight = self.lm_head.weight if hasattr(self, "lm_head") else self.tok_emb.weight
         logits = F.linear(x, weight.to(x.dtype)).float()
         if self.softcap is not None:

@@ -5,9 +5,10 @@ figures come from recurc.sizemodel (shapes + QuantSpec → compressed bytes per 
 confidence band), the counts from the Plan.
 
 FLOPs per token (forward) of an execution path:
-    2 × (weights of the 2-D matrices every executed layer runs: q, k, v, out-proj, MLP fc/proj)
+    2 × (weights of the 2-D matrices every executed layer runs: q, k, v, out-proj, gates, MLP fc/proj)
   + 2 × 2 × dim × (T + 1)/2 per layer   (QKᵀ and AV over the causal average context, T = seq_len)
-  + 2 × vocab × dim                     (the head, tied or not)
+  + 2 × vocab × dim                     (the head, tied or not; × r for a factorized tied head)
+  + each component's own FLOPs          (token-level once, per-pass where the pass runs)
 Training ≈ 3 × forward of the main path (forward + backward); evaluation = forward of the eval
 path. Elementwise work (norms, RoPE, scales, softcap, per-pass vectors) is left out (< 1 %).
 
@@ -109,23 +110,33 @@ class Estimate:
 
 
 # ---------------------------------------------------------------- FLOPs
-def _matrix_weights_by_owner(plan: Plan) -> dict[str, int]:
-    out: dict[str, int] = {}
+def _matrix_weights_by_owner(plan: Plan) -> dict[Owner, int]:
+    """Weights of the 2-D tensors each block/pass sub-module multiplies by (gates included)."""
+    out: dict[Owner, int] = {}
     for p in plan.params:
-        if len(p.shape) == 2 and p.group in ("attention", "mlp"):
+        if len(p.shape) == 2 and p.owner.kind != "model":
             out[p.owner] = out.get(p.owner, 0) + p.numel
     return out
 
 
 def forward_flops(plan: Plan, path: str = "main") -> float:
-    """Forward FLOPs per token of one execution path (see the module docstring)."""
+    """Forward FLOPs per token of one execution path (see the module docstring): 2 per weight of
+    every matrix a token passes through, attention scores, and each component's own."""
     from .components import Site, lookup
     m = plan.model
     mats = _matrix_weights_by_owner(plan)
     attn_ctx = 2 * 2 * m.dim * (m.seq_len + 1) / 2
-    total = 2.0 * m.vocab_size * m.dim
+    head_width = m.embed_rank if m.embed_rank and m.tied_embeddings else m.dim
+    total = 2.0 * m.vocab_size * head_width
+    for name in ("emb_up.weight", "head_down.weight"):     # the factorized embedding's projections
+        if name in plan.param_by_name:
+            total += 2.0 * plan.param_by_name[name].numel
+    uses = {u.name: u for u in plan.components}
     for layer in plan.paths[path].layers:
         total += 2.0 * (mats.get(layer.attn, 0) + mats.get(layer.mlp, 0)) + attn_ctx
+        for hook in layer.hooks:     # per-pass components, where they run
+            site = Site(m, layer.per_pass, plan.blocks[layer.block], layer)
+            total += lookup(hook).flops(uses[hook], site)
     for use in plan.components:      # token-level components run once per token
         if use.kind == "token":
             total += lookup(use.name).flops(use, Site(m, Owner("model", "", use.name)))

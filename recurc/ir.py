@@ -158,6 +158,17 @@ class Rope:
 
 
 @dataclass(frozen=True)
+class AttentionSettings:
+    """Attention options shared by every block (model.attention)."""
+    gate: Literal["none", "dense", "sparse", "sigmoid2"] = "none"   # per-head output gate
+    gate_window: int = 12          # sparse / sigmoid2: leading channels the gate reads
+    gate_scale: float = 1.0        # sparse: fixed scale s in σ(s·W·x[:w])
+    k_rank: int = 0                # > 0: low-rank key projection d → k_rank → kv
+    document_mask: bool = False    # attend within documents only (a document starts at bos_id)
+    bos_id: int = 1
+
+
+@dataclass(frozen=True)
 class ModelShape:
     vocab_size: int
     dim: int
@@ -169,6 +180,9 @@ class ModelShape:
     q_gain_init: float
     norm_scale: Literal["none", "inv_sqrt_layer"]
     seq_len: int
+    attention: AttentionSettings = AttentionSettings()
+    norm_scale_index: Literal["physical", "virtual"] = "physical"
+    embed_rank: int = 0            # > 0: factorized embedding V×r with r↔d projections (tied head through them)
 
     @property
     def head_dim(self) -> int:

@@ -18,7 +18,7 @@ if TYPE_CHECKING:  # networkx costs ~0.3 s to import; only the graph needs it
 
 from .components import Site, lookup
 from .errors import SpecError
-from .ir import (GROUPS, Block, CodeSettings, ComponentUse, ExecPath, MLPSettings, ModelShape, Owner,  # noqa: F401
+from .ir import (GROUPS, AttentionSettings, Block, CodeSettings, ComponentUse, ExecPath, MLPSettings, ModelShape, Owner,  # noqa: F401
                  ParamInfo, PerPassSettings, Phase, Plan, QuantSettings, Rope, TrainSettings, VirtualLayer,
                  from_data)
 from .order import Order, Ref, parse_order
@@ -190,7 +190,8 @@ def _model_shape(spec: Spec) -> ModelShape:
     return ModelShape(vocab_size=m.vocab_size, dim=m.dim, heads=m.heads, kv_heads=m.kv_heads,
                       tied_embeddings=m.tied_embeddings, rope=Rope(m.rope.base, m.rope.dims or m.head_dim),
                       logit_softcap=m.logit_softcap, q_gain_init=m.q_gain_init, norm_scale=m.norm_scale,
-                      seq_len=m.seq_len)
+                      seq_len=m.seq_len, attention=from_data(AttentionSettings, m.attention.model_dump(mode="json")),
+                      norm_scale_index=m.norm_scale_index, embed_rank=m.embed_rank)
 
 
 # the per_pass section's switches, spelled as the components they turn on (in the order they apply)
@@ -336,7 +337,8 @@ class _Context:
                 scalars=own if (pp.block_scalars and scoped) else Owner("block", blk.name),
                 per_pass=own if owned or (pp.block_scalars and scoped) else None,
                 prev_pass=prev,
-                norm_scale=1 / math.sqrt(b + 1) if self.model.norm_scale == "inv_sqrt_layer" else 1.0,
+                norm_scale=(1 / math.sqrt((v if self.model.norm_scale_index == "virtual" else b) + 1)
+                            if self.model.norm_scale == "inv_sqrt_layer" else 1.0),
                 # K of the main order, so a schedule's other orders run the scale the model ends with
                 residual_scale=1 / math.sqrt(self.counts_main[b]) if pp.residual_scale == "inv_sqrt_k" else 1.0,
                 depth_index=owner_v if scoped else None,
@@ -354,7 +356,12 @@ class _Context:
         (name, shape, group, owner, init, component)."""
         m = self.model
         d, pp = m.dim, self.spec.per_pass
-        out = [("tok_emb.weight", (m.vocab_size, d), "embeddings", MODEL, "normal:0.005", "")]
+        r = m.embed_rank
+        out = [("tok_emb.weight", (m.vocab_size, r or d), "embeddings", MODEL, "normal:0.005", "")]
+        if r:   # factorized: r → d into the stack, d → r into a tied head
+            out.append(("emb_up.weight", (d, r), "embeddings", MODEL, "module", ""))
+            if m.tied_embeddings:
+                out.append(("head_down.weight", (r, d), "embeddings", MODEL, "module", ""))
         for u in self.token_uses:
             comp = lookup(u.name)
             owner = Owner("model", "", u.name)
@@ -395,12 +402,20 @@ class _Context:
     def _attention(self, owner: Owner) -> list:
         m = self.model
         kv = m.kv_heads * m.head_dim
-        p = owner.path
-        return [(f"{p}.c_q.weight", (m.dim, m.dim), "attention", owner, "module", ""),
-                (f"{p}.c_k.weight", (kv, m.dim), "attention", owner, "module", ""),
-                (f"{p}.c_v.weight", (kv, m.dim), "attention", owner, "module", ""),
+        p, a = owner.path, m.attention
+        out = [(f"{p}.c_q.weight", (m.dim, m.dim), "attention", owner, "module", "")]
+        if a.k_rank:
+            out += [(f"{p}.c_k_down.weight", (a.k_rank, m.dim), "attention", owner, "module", ""),
+                    (f"{p}.c_k.weight", (kv, a.k_rank), "attention", owner, "module", "")]
+        else:
+            out.append((f"{p}.c_k.weight", (kv, m.dim), "attention", owner, "module", ""))
+        out += [(f"{p}.c_v.weight", (kv, m.dim), "attention", owner, "module", ""),
                 (f"{p}.proj.weight", (m.dim, m.dim), "attention", owner, "zeros", ""),
                 (f"{p}.q_gain", (m.heads,), "scalars", owner, f"const:{m.q_gain_init}", "")]
+        if a.gate != "none":
+            width = m.dim if a.gate == "dense" else a.gate_window
+            out.append((f"{p}.gate.weight", (m.heads, width), "scalars", owner, "zeros", ""))
+        return out
 
     def _mlp(self, owner: Owner, blk: Block) -> list:
         comp = lookup(blk.activation, "mlp")

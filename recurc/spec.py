@@ -43,6 +43,18 @@ class RopeSpec(Strict):
     dims: int | None = Field(None, ge=2, description="rotate only the first `dims` of each head (partial RoPE)")
 
 
+class AttentionSpec(Strict):
+    gate: Literal["none", "dense", "sparse", "sigmoid2"] = Field(
+        "none", description="per-head output gate before the output projection: dense σ(W·x), W (H, d); "
+        "sparse σ(s·W·x[:w]), W (H, w); sigmoid2 2·σ(W·x[:w])")
+    gate_window: int = Field(12, ge=1, description="sparse / sigmoid2: leading channels the gate reads")
+    gate_scale: float = Field(1.0, gt=0, description="sparse: the fixed scale s")
+    k_rank: int = Field(0, ge=0, description="low-rank key projection d → k_rank → KV·hd (0: full)")
+    document_mask: bool = Field(False, description="attend within documents only (varlen attention); "
+                                "a document starts at token bos_id")
+    bos_id: int = Field(1, ge=0)
+
+
 class ModelSpec(Strict):
     vocab_size: int = Field(1024, ge=2, le=65536, description="tokens are stored as uint16")
     dim: int = Field(512, ge=8, le=16384)
@@ -54,7 +66,12 @@ class ModelSpec(Strict):
     logit_softcap: float | None = Field(30.0, gt=0)
     q_gain_init: float = 1.5
     norm_scale: Literal["none", "inv_sqrt_layer"] = Field(
-        "none", description="inv_sqrt_layer: block norm outputs × 1/sqrt(physical index + 1)")
+        "none", description="inv_sqrt_layer: block norm outputs × 1/sqrt(index + 1)")
+    norm_scale_index: Literal["physical", "virtual"] = Field(
+        "physical", description="the index of norm_scale: the physical block's or the virtual layer's")
+    attention: AttentionSpec = AttentionSpec()
+    embed_rank: int = Field(0, ge=0, description="factorized embedding: a V×r table with r↔d projections, "
+                            "the tied head through the same factors (0: a full V×d table)")
     seq_len: int = Field(1024, ge=2, le=1 << 17)
 
     @property

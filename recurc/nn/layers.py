@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..ir import MLPSettings
+from ..ir import AttentionSettings, MLPSettings
 
 
 def rms_norm(x: Tensor) -> Tensor:
@@ -51,29 +51,70 @@ class Rotary(nn.Module):
 
 
 class Attention(nn.Module):
-    """GQA causal self-attention with q/k RMS-norm, RoPE, per-head q_gain and optional XSA."""
+    """GQA causal self-attention with q/k RMS-norm, RoPE, per-head q_gain and optional XSA, output
+    gates (model.attention.gate), a low-rank key projection and document masking."""
 
-    def __init__(self, dim: int, heads: int, kv_heads: int, q_gain_init: float) -> None:
+    def __init__(self, dim: int, heads: int, kv_heads: int, q_gain_init: float,
+                 settings: AttentionSettings = AttentionSettings()) -> None:
         super().__init__()
         self.heads, self.kv_heads, self.head_dim = heads, kv_heads, dim // heads
         self.q_gain = nn.Parameter(torch.full((heads,), float(q_gain_init)))
         kv = kv_heads * self.head_dim
         self.c_q = CastedLinear(dim, dim)
-        self.c_k = CastedLinear(dim, kv)
+        if settings.k_rank:
+            self.c_k_down = CastedLinear(dim, settings.k_rank)
+            self.c_k = CastedLinear(settings.k_rank, kv)
+        else:
+            self.c_k = CastedLinear(dim, kv)
         self.c_v = CastedLinear(dim, kv)
         self.proj = CastedLinear(dim, dim, zero_init=True)
+        self.low_rank_k = settings.k_rank > 0
+        self.gate_kind = settings.gate
+        self.gate_window = settings.gate_window
+        self.gate_scale = settings.gate_scale
+        if settings.gate != "none":
+            self.gate = CastedLinear(dim if settings.gate == "dense" else settings.gate_window, heads, zero_init=True)
 
-    def forward(self, x: Tensor, rotary: Rotary, xsa: bool) -> Tensor:
+    def _gate(self, x: Tensor) -> Tensor:
+        """Per-head output gate (B, T, H, 1) from the attention input."""
+        if self.gate_kind == "dense":
+            g = torch.sigmoid(self.gate(x))
+        elif self.gate_kind == "sparse":
+            g = torch.sigmoid(self.gate_scale * self.gate(x[..., : self.gate_window]))
+        else:   # sigmoid2: 2·σ(W·x[:w]), 1 at zero init
+            g = 2 * torch.sigmoid(self.gate(x[..., : self.gate_window]))
+        return g.unsqueeze(-1)
+
+    def forward(self, x: Tensor, rotary: Rotary, xsa: bool, mask: Tensor | None = None,
+                v_extra: Tensor | None = None) -> Tensor:
         B, T, C = x.shape
         q = self.c_q(x).view(B, T, self.heads, self.head_dim).transpose(1, 2)
-        k = self.c_k(x).view(B, T, self.kv_heads, self.head_dim).transpose(1, 2)
-        v = self.c_v(x).view(B, T, self.kv_heads, self.head_dim).transpose(1, 2)
+        k_in = self.c_k_down(x) if self.low_rank_k else x
+        k = self.c_k(k_in).view(B, T, self.kv_heads, self.head_dim).transpose(1, 2)
+        v = self.c_v(x)
+        if v_extra is not None:       # value embeddings (recurc/components/value.py)
+            v = v + v_extra
+        v = v.view(B, T, self.kv_heads, self.head_dim).transpose(1, 2)
         q, k = rotary(rms_norm(q)), rotary(rms_norm(k))
         q = q * self.q_gain.to(q.dtype)[None, :, None, None]
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=self.kv_heads != self.heads)
+        if mask is None:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=self.kv_heads != self.heads)
+        else:   # causal and within the document (mask: B×1×T×T, True = attend)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=self.kv_heads != self.heads)
         if xsa:
             y = exclusive(y, v, self.heads // self.kv_heads)
-        return self.proj(y.transpose(1, 2).reshape(B, T, C))
+        y = y.transpose(1, 2)
+        if self.gate_kind != "none":
+            y = y * self._gate(x).to(y.dtype)
+        return self.proj(y.reshape(B, T, C))
+
+
+def document_mask(idx: Tensor, bos_id: int) -> Tensor:
+    """B×1×T×T: causal attention within documents, a document starting at each `bos_id` token."""
+    doc = torch.cumsum((idx == bos_id).to(torch.int32), dim=1)
+    T = idx.size(1)
+    causal = torch.ones(T, T, dtype=torch.bool, device=idx.device).tril()
+    return (causal[None] & (doc[:, :, None] == doc[:, None, :]))[:, None]
 
 
 def exclusive(y: Tensor, v: Tensor, group: int) -> Tensor:
