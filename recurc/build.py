@@ -44,6 +44,7 @@ class LayerRun:
     scalars: nn.Module          # holds attn_scale, mlp_scale, resid_mix
     own: nn.Module | None       # the pass's module (per-pass tensors)
     hooks: tuple                # per-pass component hooks (pre/post) this layer runs
+    values: tuple               # (value component module, its name, slot) adding to v
     parallel: bool
     xsa: bool
     skip_slot: int | None
@@ -52,6 +53,7 @@ class LayerRun:
     norm_scale: float
     residual_scale: float
     depth_row: int | None       # row of the sinusoidal depth encoding to add, if any
+    block: int                  # physical index (the two-lane mixing row)
 
 
 class RecurrentLM(nn.Module):
@@ -74,6 +76,10 @@ class RecurrentLM(nn.Module):
             if use.kind == "token":
                 self.add_module(use.name, torch_component(use.name)(m, use))
                 self._add_stage(use)
+            elif use.kind == "value":
+                slots = plan.param_by_name[f"{use.name}.layer_scales"].shape[0]
+                self.add_module(use.name, torch_component(use.name)(m, use, slots))
+        self.value_names = tuple(u.name for u in plan.components if u.kind == "value")
         self.blocks = nn.ModuleDict({b.name: Holder() for b in plan.blocks})
         self.passes = nn.ModuleDict()
         for p in plan.params:
@@ -111,6 +117,8 @@ class RecurrentLM(nn.Module):
             self.register_buffer("depth_table", sinusoidal_table(max_depth, m.dim), persistent=False)
         self.softcap = m.logit_softcap
         self.gated = "skip_gates" in plan.param_by_name
+        self.lanes = m.residual.form if m.residual.form != "gptj" else None
+        self.lane_final = m.residual.lane_final
         self.hooks = {u.name: torch_component(u.name)(u) for u in plan.components if u.kind == "per_pass"}
         self.runs: dict[str, tuple[LayerRun, ...]] = {name: self._runs(name) for name in plan.paths}
 
@@ -135,10 +143,12 @@ class RecurrentLM(nn.Module):
                 index=layer.index, attn=self._module(layer.attn), mlp=self._module(layer.mlp),
                 scalars=self._module(layer.scalars),
                 own=self._module(layer.per_pass) if layer.per_pass else None,
-                hooks=tuple(self.hooks[h] for h in layer.hooks), parallel=layer.parallel, xsa=layer.xsa,
+                hooks=tuple(self.hooks[h] for h in layer.hooks),
+                values=tuple((getattr(self, name), name, slot) for name, slot in layer.values),
+                parallel=layer.parallel, xsa=layer.xsa,
                 skip_slot=layer.skip_slot, skip_from=layer.skip_from, prev_pass=layer.prev_pass,
                 norm_scale=layer.norm_scale, residual_scale=layer.residual_scale,
-                depth_row=layer.depth_index if self.sinusoidal else None,
+                depth_row=layer.depth_index if self.sinusoidal else None, block=layer.block,
             ))
         return tuple(out)
 
@@ -154,13 +164,51 @@ class RecurrentLM(nn.Module):
         for name in self.input_stage:
             x = getattr(self, name)(x, idx)
         x0 = x
+        prepared = {name: getattr(self, name).prepare(idx, x.dtype) for name in self.value_names}
         outs: list[Tensor] = []
+        lane1: Tensor | None = None       # the MLP lane of a two-lane residual, once it has split
         for run in self.runs[path]:
-            if run.skip_slot is not None:
+            if run.skip_slot is not None:   # skips add to the stream (lane 0 once the lanes split)
                 x = self._skip(x, outs[run.skip_from], run.skip_slot)
-            x = self._layer(run, x, x0, outs, mask)
+            if run.parallel and self.lanes is not None:
+                x, lane1 = self._lanes(run, x, x if lane1 is None else lane1, x0, mask, prepared)
+            else:
+                x = self._layer(run, x, x0, outs, mask, prepared)
             outs.append(x)
+        if lane1 is not None:
+            x = self._merge(x, lane1)
         return self._head(x, targets)
+
+    def _merge(self, lane0: Tensor, lane1: Tensor) -> Tensor:
+        if self.lanes == "lane_merge":
+            return torch.lerp(lane1, lane0, self.lane_merge.to(lane0.dtype))
+        return lane1 if self.lane_final == "mlp" else 0.5 * (lane0 + lane1)
+
+    def _lanes(self, run: LayerRun, lane0: Tensor, lane1: Tensor, x0: Tensor, mask: Tensor | None,
+               prepared: dict) -> tuple[Tensor, Tensor]:
+        """A parallel-residual layer on two lanes: attention reads lane 0 (mixed with x0), the MLP
+        reads lane 1. two_lane: both updates go to both lanes through P and r of the physical layer;
+        lane_merge: attention updates lane 0 only, the MLP lane 1 only."""
+        s = run.scalars
+        mix = s.resid_mix.to(lane0.dtype)
+        a = s.attn_scale.to(lane0.dtype) * run.attn(self._norm(mix[0] * lane0 + mix[1] * x0, run), self.rotary,
+                                                   run.xsa, mask, self._v_extra(run, prepared))
+        m = s.mlp_scale.to(lane0.dtype) * run.mlp(self._norm(lane1, run))
+        a, m = self._scaled(a, run), self._scaled(m, run)
+        if self.lanes == "lane_merge":
+            return lane0 + a, lane1 + m
+        P = self.lane_post[run.block].to(lane0.dtype)
+        r = self.lane_resid[run.block].to(lane0.dtype)
+        return (r[0] * lane0 + P[0, 0] * a + P[1, 0] * m,
+                r[1] * lane1 + P[0, 1] * a + P[1, 1] * m)
+
+    @staticmethod
+    def _v_extra(run: LayerRun, prepared: dict) -> Tensor | None:
+        v_extra = None
+        for mod, name, slot in run.values:
+            e = mod.extra(prepared[name], slot)
+            v_extra = e if v_extra is None else v_extra + e
+        return v_extra
 
     def _skip(self, x: Tensor, skip: Tensor, slot: int) -> Tensor:
         scaled = self.skip_weights[slot].to(x.dtype) * skip
@@ -169,7 +217,8 @@ class RecurrentLM(nn.Module):
             return torch.lerp(scaled, x, torch.sigmoid(self.skip_gates[slot].to(x.dtype)))
         return x + scaled
 
-    def _layer(self, run: LayerRun, x: Tensor, x0: Tensor, outs: list[Tensor], mask: Tensor | None) -> Tensor:
+    def _layer(self, run: LayerRun, x: Tensor, x0: Tensor, outs: list[Tensor], mask: Tensor | None,
+               prepared: dict) -> Tensor:
         own = run.own
         if run.depth_row is not None:
             x = x + self.depth_table[run.depth_row].to(x.dtype)
@@ -180,11 +229,14 @@ class RecurrentLM(nn.Module):
         mix = s.resid_mix.to(x.dtype)
         x = mix[0] * x + mix[1] * x0
         attn_scale, mlp_scale = s.attn_scale.to(x.dtype), s.mlp_scale.to(x.dtype)
+        v_extra = self._v_extra(run, prepared)
         if run.parallel:
             h = self._norm(x, run)
-            x = x + self._scaled(attn_scale * run.attn(h, self.rotary, run.xsa, mask) + mlp_scale * run.mlp(h), run)
+            a = run.attn(h, self.rotary, run.xsa, mask, v_extra)
+            x = x + self._scaled(attn_scale * a + mlp_scale * run.mlp(h), run)
         else:
-            x = x + self._scaled(attn_scale * run.attn(self._norm(x, run), self.rotary, run.xsa, mask), run)
+            a = run.attn(self._norm(x, run), self.rotary, run.xsa, mask, v_extra)
+            x = x + self._scaled(attn_scale * a, run)
             x = x + self._scaled(mlp_scale * run.mlp(self._norm(x, run)), run)
         prev = outs[run.prev_pass] if run.prev_pass is not None else None
         for hook in run.hooks:

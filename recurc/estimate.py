@@ -137,8 +137,8 @@ def forward_flops(plan: Plan, path: str = "main") -> float:
         for hook in layer.hooks:     # per-pass components, where they run
             site = Site(m, layer.per_pass, plan.blocks[layer.block], layer)
             total += lookup(hook).flops(uses[hook], site)
-    for use in plan.components:      # token-level components run once per token
-        if use.kind == "token":
+    for use in plan.components:      # token-level and value components run once per token
+        if use.kind in ("token", "value"):
             total += lookup(use.name).flops(use, Site(m, Owner("model", "", use.name)))
     return total
 
@@ -523,8 +523,3 @@ def _combined(plan: Plan, trial: _Trial, ints: dict[str, Any]) -> Suggestion | N
         if not moved:
             return None
 
-
-# `recurc.estimate(...)`: the module itself is callable (see recurc/_callable.py).
-from ._callable import make_module_callable  # noqa: E402
-
-make_module_callable(__name__, estimate)

@@ -169,6 +169,14 @@ class AttentionSettings:
 
 
 @dataclass(frozen=True)
+class ResidualSettings:
+    """The parallel residual's form, for the layers marked `parallel` (features.residual_form)."""
+    form: Literal["gptj", "two_lane", "lane_merge"] = "gptj"
+    lane_final: Literal["mean", "mlp"] = "mean"
+    lane_resid_init: float = 1.1
+
+
+@dataclass(frozen=True)
 class ModelShape:
     vocab_size: int
     dim: int
@@ -183,6 +191,7 @@ class ModelShape:
     attention: AttentionSettings = AttentionSettings()
     norm_scale_index: Literal["physical", "virtual"] = "physical"
     embed_rank: int = 0            # > 0: factorized embedding V×r with r↔d projections (tied head through them)
+    residual: ResidualSettings = ResidualSettings()
 
     @property
     def head_dim(self) -> int:
@@ -247,6 +256,7 @@ class VirtualLayer:
     residual_scale: float        # 1/sqrt(K) when per_pass.residual_scale asks for it
     depth_index: int | None      # row of the sinusoidal depth encoding: the main order's (block, pass)
     hooks: tuple[str, ...] = ()  # per-pass components this layer runs, in the order they apply
+    values: tuple[tuple[str, int], ...] = ()   # (value component, its layer slot) added to v here
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,8 @@ if TYPE_CHECKING:  # networkx costs ~0.3 s to import; only the graph needs it
 
 from .components import Site, lookup
 from .errors import SpecError
-from .ir import (GROUPS, AttentionSettings, Block, CodeSettings, ComponentUse, ExecPath, MLPSettings, ModelShape, Owner,  # noqa: F401
+from .ir import (GROUPS, AttentionSettings, Block, CodeSettings, ComponentUse, ExecPath, MLPSettings,  # noqa: F401
+                 ModelShape, Owner, ResidualSettings,
                  ParamInfo, PerPassSettings, Phase, Plan, QuantSettings, Rope, TrainSettings, VirtualLayer,
                  from_data)
 from .order import Order, Ref, parse_order
@@ -191,7 +192,9 @@ def _model_shape(spec: Spec) -> ModelShape:
                       tied_embeddings=m.tied_embeddings, rope=Rope(m.rope.base, m.rope.dims or m.head_dim),
                       logit_softcap=m.logit_softcap, q_gain_init=m.q_gain_init, norm_scale=m.norm_scale,
                       seq_len=m.seq_len, attention=from_data(AttentionSettings, m.attention.model_dump(mode="json")),
-                      norm_scale_index=m.norm_scale_index, embed_rank=m.embed_rank)
+                      norm_scale_index=m.norm_scale_index, embed_rank=m.embed_rank,
+                      residual=ResidualSettings(spec.features.residual_form, spec.features.lane_final,
+                                                spec.features.lane_resid_init))
 
 
 # the per_pass section's switches, spelled as the components they turn on (in the order they apply)
@@ -283,6 +286,15 @@ class _Context:
         self.in_scope, self.counts_main = in_scope, counts_main
         self.per_pass_uses = [u for u in uses if u.kind == "per_pass"]
         self.token_uses = [u for u in uses if u.kind == "token"]
+        self.value_uses = [u for u in uses if u.kind == "value"]
+        # layer slots of each value component, counted on the main order (or the physical blocks)
+        self.value_slots = {u.name: lookup(u.name).slots(u, len(main_seq), n_blocks) for u in self.value_uses}
+        for i, u in enumerate(self.value_uses):
+            layers = u.get("layers")
+            limit = len(main_seq) if u.get("index") == "virtual" else n_blocks
+            if layers != "all" and max(layers) >= limit:
+                raise SpecError(f"{u.name} lists layer {max(layers)}, but there are only {limit} "
+                                f"{u.get('index')} layers", where=spec.where("components"))
         self.untie = {"attention": "mlp", "mlp": "attn"}.get(spec.sharing)
         # per-pass owners are keyed by (block, pass) of the main order
         self.main_owner: dict[tuple[int, int], int] = {}
@@ -343,6 +355,9 @@ class _Context:
                 residual_scale=1 / math.sqrt(self.counts_main[b]) if pp.residual_scale == "inv_sqrt_k" else 1.0,
                 depth_index=owner_v if scoped else None,
                 hooks=hooks,
+                values=tuple((u.name, slot) for u in self.value_uses
+                             if (slot := lookup(u.name).layer_slot(u, v, b)) is not None
+                             and slot < self.value_slots[u.name]),
             ))
             last_v[b] = v
         return ExecPath(name, order.canonical(self._names()), order.split, tuple(layers), n_skips)
@@ -362,11 +377,12 @@ class _Context:
             out.append(("emb_up.weight", (d, r), "embeddings", MODEL, "module", ""))
             if m.tied_embeddings:
                 out.append(("head_down.weight", (r, d), "embeddings", MODEL, "module", ""))
-        for u in self.token_uses:
+        for u in self.token_uses + self.value_uses:
             comp = lookup(u.name)
             owner = Owner("model", "", u.name)
+            site = Site(m, owner, slots=self.value_slots.get(u.name, 0))
             out += [(f"{u.name}.{t.name}", t.shape, t.group, owner, t.init, u.name)
-                    for t in comp.tensors(u, Site(m, owner))]
+                    for t in comp.tensors(u, site)]
         for blk in self.blocks:
             pre = Owner("block", blk.name)
             if blk.attn == pre.sub("attn"):
@@ -391,6 +407,13 @@ class _Context:
                     if comp.applies(u, site):
                         out += [(f"{own.path}.{t.name}", t.shape, t.group, own, t.init, u.name)
                                 for t in comp.tensors(u, site)]
+        form = m.residual.form
+        if form == "two_lane" and any(l.parallel for p in paths.values() for l in p.layers):
+            # sized by every physical layer and indexed by it, shared across passes (as the records)
+            out += [("lane_post", (self.n_blocks, 2, 2), "scalars", MODEL, "ones", ""),
+                    ("lane_resid", (self.n_blocks, 2), "scalars", MODEL, f"const:{m.residual.lane_resid_init}", "")]
+        if form == "lane_merge" and any(l.parallel for p in paths.values() for l in p.layers):
+            out.append(("lane_merge", (1,), "scalars", MODEL, "const:0.5", ""))
         if n_skips:
             out.append(("skip_weights", (n_skips, d), "scalars", MODEL, "ones", ""))
             if self.spec.skips == "gated_unet":

@@ -130,6 +130,13 @@ class FeaturesSpec(Strict):
     parallel_residual_from: int | None = Field(None, ge=0, description="attention and MLP read the same input "
                                                                         "from this layer on")
     xsa_last: int = Field(0, ge=0, description="exclusive self-attention on the last n layers")
+    residual_form: Literal["gptj", "two_lane", "lane_merge"] = Field(
+        "gptj", description="the parallel residual from parallel_residual_from on: gptj (attention and MLP "
+        "read one input), two_lane (lanes mixed by P (L,2,2) and r (L,2) per physical layer), lane_merge "
+        "(attention updates lane 0, the MLP lane 1, one scalar mixes them at the end)")
+    lane_final: Literal["mean", "mlp"] = Field("mean", description="two_lane: the final state is the lanes' "
+                                               "mean, or the MLP lane alone")
+    lane_resid_init: float = Field(1.1, description="two_lane: the initial value of r")
 
     @model_validator(mode="after")
     def _index(self) -> "FeaturesSpec":

@@ -13,6 +13,9 @@ is a new class here (or in an installed package) and nothing else. Kinds and whe
   token     a token-level addition before the first block (`components: [{use: NAME, ...}]`);
             torch: `cls(model, use)`, forward(x, idx) -> x, applied at `stage` ("embed": to the raw
             embedding, before its norm; "input": to the normalised block input x0)
+  value     additions to the attention values v of chosen layers (value embeddings); torch:
+            `cls(model, use, slots)` with `prepare(idx, dtype)` once per forward and
+            `extra(prepared, slot)` per layer
   per_pass  tensors owned by each pass of a looped block (`per_pass.film: true` or
             `components: [{use: NAME}]`); torch: a hook class with `init(own, use, dim)`,
             `pre(own, x) -> x` and `post(own, x_in, x, prev) -> x`

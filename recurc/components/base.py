@@ -10,7 +10,7 @@ from ..errors import SpecError
 from ..ir import Block, ComponentUse, ModelShape, Owner, VirtualLayer
 from ..strict import Strict
 
-Kind = Literal["mlp", "token", "per_pass"]
+Kind = Literal["mlp", "token", "per_pass", "value"]
 ENTRY_POINT_GROUP = "recurc.components"
 
 
@@ -36,6 +36,7 @@ class Site:
     block: Block | None = None
     layer: VirtualLayer | None = None
     hidden: int = 0             # MLP components: the hidden width
+    slots: int = 0              # value components: the number of layer slots
 
 
 class Component:
@@ -58,6 +59,14 @@ class Component:
         """Forward FLOPs per token: 2 per weight of its matrices (elementwise work left out)."""
         return 2.0 * sum(math.prod(t.shape) for t in self.tensors(use, site) if len(t.shape) == 2)
 
+    def slots(self, use: ComponentUse, n_virtual: int, n_physical: int) -> int:
+        """Value components: how many layer slots (rows of per-layer tensors) the component has."""
+        return 0
+
+    def layer_slot(self, use: ComponentUse, virtual: int, physical: int) -> int | None:
+        """Value components: the slot the layer at (virtual, physical) index uses, or None."""
+        return None
+
     def applies(self, use: ComponentUse, site: Site) -> bool:
         """Per-pass components: whether this pass owns the component's tensors."""
         return True
@@ -68,9 +77,9 @@ class Component:
 
 
 def _builtins() -> dict[str, type[Component]]:
-    from . import mlp, per_pass, token
+    from . import mlp, per_pass, token, value
     out: dict[str, type[Component]] = {}
-    for mod in (mlp, per_pass, token):
+    for mod in (mlp, per_pass, token, value):
         for c in mod.COMPONENTS:
             out[c.name] = c
     return out

@@ -46,10 +46,9 @@ class BigramHash(nn.Module):
         self.scale = nn.Parameter(torch.full((1,), float(use.get("scale_init"))))
 
     def bucket(self, idx: Tensor) -> Tensor:
-        prev = F.pad(idx[:, :-1], (1, 0))
-        h = torch.bitwise_xor(36313 * idx, 27191 * prev) % (self.buckets - 1)
-        h[:, 0] = self.buckets - 1      # position 0 has no previous token
-        return h
+        h = torch.bitwise_xor(36313 * idx[:, 1:], 27191 * idx[:, :-1]) % (self.buckets - 1)
+        first = torch.full_like(idx[:, :1], self.buckets - 1)      # position 0 has no previous token
+        return torch.cat((first, h), dim=1)
 
     def forward(self, x: Tensor, idx: Tensor) -> Tensor:
         e = self.proj(self.embed(self.bucket(idx)).to(x.dtype))
