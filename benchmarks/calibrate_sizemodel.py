@@ -7,6 +7,9 @@
   python benchmarks/calibrate_sizemodel.py --validate    # predicted vs measured, synthetic weights
   python benchmarks/calibrate_sizemodel.py --fit-profile RUN/tensors.json --spec SPEC [--check SPEC:BYTES ...]
         # a trained-weight profile (recurc/profiles.py) from benchmarks/trained_size.py's output
+  python benchmarks/calibrate_sizemodel.py --fit-records
+        # the `trained` profile fitted to the published records (recurc/calibration.py), the bands
+        # of the built-in profiles, and predicted vs actual bytes with and without leave-one-out
   python benchmarks/calibrate_sizemodel.py --checkpoint model.pt [--spec-json quant.json]
         # a torch state dict: measured (quant.py) vs predicted per group, and the beta that fits it
 
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -207,16 +211,49 @@ def fit_profile_from(path: str, spec_path: str, name: str, check: list[str]) -> 
     from recurc.plan import make_plan
     from recurc.spec import load_spec
     plan = make_plan(load_spec(spec_path))
-    prof = sizemodel.fit_profile(sizemodel.read_tensor_entropies(path), plan.spec.quant, name, source=path)
+    prof = sizemodel.fit_profile(sizemodel.read_tensor_entropies(path), plan.quant, name, source=path)
     print(prof.to_json())
     for item in check:
         cspec, cbytes = item.split(":")
         cplan = make_plan(load_spec(cspec))
         for p in (prof, sizemodel.PROFILES["challenge-baseline"], sizemodel.PROFILES["gaussian"]):
-            size = sizemodel.predict([(q.name, q.shape, q.group) for q in cplan.params], cplan.spec.quant,
+            size = sizemodel.predict([(q.name, q.shape, q.group) for q in cplan.params], cplan.quant,
                                      sizemodel.ShapeAssumption(profile=p))
             print(f"  {cspec}: measured {int(cbytes):,}  predicted with {p.name}: {size.total:,.0f} "
                   f"({100 * (size.total / int(cbytes) - 1):+.2f} %)")
+
+
+def fit_records() -> None:
+    """Re-fit recurc/profiles.py's TRAINED_* constants and the bands, and print the calibration table."""
+    from recurc import calibration as cal
+    from recurc.profiles import PROFILES
+    fitted = cal.fit_trained(cal.RECORDS)
+    print(f"TRAINED_PCT_BETA = {fitted.beta_of('input', 'percentile')}")
+    print(f"TRAINED_GPTQ_BITS = {fitted.gptq_bits_of('input')}")
+    rows = cal.table()
+    print(f"TRAINED_BAND = {cal.band_for(rows, 'record')}   (worst leave-one-out error + {cal.SEED_SPREAD:,} B)")
+    print(f"SHORT_BAND = {cal.band_for(rows, 'run')}")
+    for name in ("challenge-baseline", "gaussian"):
+        worst = max(abs(cal.predict(r, PROFILES[name]) / r.model_bytes - 1) for r in cal.RECORDS if r.kind == "record")
+        print(f"{name}: worst error on the records {worst:.4%}; band "
+              f"{math.ceil((worst + cal.SEED_SPREAD / cal.BUDGET) * 1e4) / 1e4}")
+    pairs = [(a, b) for a in cal.RECORDS for b in cal.RECORDS if a is not b and a.kind == b.kind == "record"
+             and cal.plan_of(a).quant.compressor == cal.plan_of(b).quant.compressor
+             and cal.plan_of(a).quant.container == cal.plan_of(b).quant.container]
+    worst = 0.0
+    for a, b in pairs:
+        err = cal.anchored(a, b) / a.model_bytes - 1
+        worst = max(worst, abs(err))
+        print(f"  {a.name} anchored on {b.name}: {cal.anchored(a, b):,.0f} vs {a.model_bytes:,} ({err:+.4%})")
+    print(f"ANCHOR_BAND = {math.ceil((worst + 2 * cal.SEED_SPREAD / cal.BUDGET) * 1e4) / 1e4}")
+    print(f"\n| artifact | actual | predicted (profile) | error | leave-one-out | error | band | covered |")
+    print("|---|---:|---:|---:|---:|---:|---:|:-:|")
+    for r in rows:
+        loo = "—" if r.loo is None else f"{r.loo:,.0f}"
+        le = "—" if r.loo_error is None else f"{r.loo_error:+.3%}"
+        cov = "—" if r.loo_error is None else ("yes" if abs(r.loo_error) <= r.band else "no")
+        print(f"| {r.name} | {r.actual:,} | {r.predicted:,.0f} ({r.profile}) | {r.error:+.3%} | {loo} | {le} | "
+              f"±{r.band:.2%} | {cov} |")
 
 
 def main() -> None:
@@ -227,6 +264,7 @@ def main() -> None:
     ap.add_argument("--fit-baseline", action="store_true")
     ap.add_argument("--validate", action="store_true")
     ap.add_argument("--quick", action="store_true", help="validate on a 2-layer baseline shape")
+    ap.add_argument("--fit-records", action="store_true", help="fit the trained profile to recurc/calibration.py")
     ap.add_argument("--checkpoint")
     ap.add_argument("--spec-json")
     ap.add_argument("--fit-profile", metavar="TENSORS_JSON", help="fit a weight profile to trained_size.py output")
@@ -247,6 +285,8 @@ def main() -> None:
         validate(a.quick)
     if a.fit_profile:
         fit_profile_from(a.fit_profile, a.spec, a.name, a.check)
+    if a.fit_records:
+        fit_records()
     if a.checkpoint:
         check_checkpoint(a.checkpoint, a.spec_json)
 

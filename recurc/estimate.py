@@ -133,7 +133,8 @@ def forward_flops(plan: Plan, path: str = "main") -> float:
             total += 2.0 * plan.param_by_name[name].numel
     uses = {u.name: u for u in plan.components}
     for layer in plan.paths[path].layers:
-        total += 2.0 * (mats.get(layer.attn, 0) + mats.get(layer.mlp, 0)) + attn_ctx
+        total += 2.0 * (mats.get(layer.attn, 0) + mats.get(layer.mlp, 0))
+        total += attn_ctx if layer.attn is not None else 0.0
         for hook in layer.hooks:     # per-pass components, where they run
             site = Site(m, layer.per_pass, plan.blocks[layer.block], layer)
             total += lookup(hook).flops(uses[hook], site)
@@ -249,7 +250,7 @@ def estimate(plan: Plan, *, suggest: bool = True, anchor: tuple[Plan | str, int]
     by_group = {g: int(round(size.groups[g].compressed)) for g in GROUPS}
     model = int(round(size.total))
     container = model - sum(by_group.values())
-    band = (size.high - size.total) / max(size.total, 1.0)
+    band = profile.band
     low, high = size.low, size.high
     anchor_name, anchor_bytes, correction, sib_plan = "", 0, 0, None
     if anchor is None and plan.quant.anchor:

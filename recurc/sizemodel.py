@@ -297,8 +297,8 @@ def predict(tensors: Iterable[TensorDesc | tuple], spec: QuantSettings,
             c = nb * stream_ratio(comp, plan.store_dtype, shuffle, "pass")
             g.raw_bytes += nb
             g.compressed += c
-            g.low += c * (1 - MODEL_REL_ERR)
-            g.high += c * (1 + MODEL_REL_ERR)
+            g.low += c * (1 - band)    # the band was measured on whole artifacts, these bytes included
+            g.high += c * (1 + band)
             continue
         est.n_quantized += count
         n_scales = (shape[0] if plan.per_row else 1) * count

@@ -52,10 +52,37 @@ def test_trained_runs_predicted_within_about_one_percent():
         assert _predict(spec, PROFILES["gaussian"]) > real
 
 
-def test_band_spans_the_builtin_profiles():
-    e = estimate(make_plan(load_spec(ROOT / "specs" / "loop45_sp8192.yaml")), suggest=False)
-    assert e.model_bytes_low <= LOOP45_1140_STEPS <= e.model_bytes_high
-    assert e.model_bytes_high >= _predict("loop45_sp8192.yaml", PROFILES["gaussian"])
+def test_band_belongs_to_the_profile_in_use():
+    """The interval is the profile's own measured width, not a span over every built-in profile."""
+    for weights in ("trained", "recurc-sp8192-short", "gaussian"):
+        e = estimate(make_plan(load_spec(ROOT / "specs" / "loop45_sp8192.yaml", [f"quant.weights={weights}"])),
+                     suggest=False)
+        band = PROFILES[weights].band
+        assert e.weights == weights and e.band == pytest.approx(band, abs=1e-6)
+        assert e.model_bytes_low == pytest.approx(e.model_bytes * (1 - band), rel=2e-4)
+        assert e.model_bytes_high == pytest.approx(e.model_bytes * (1 + band), rel=2e-4)
+    short = estimate(make_plan(load_spec(ROOT / "specs" / "loop45_sp8192.yaml", ["quant.weights=recurc-sp8192-short"])),
+                     suggest=False)
+    assert short.model_bytes_low <= LOOP45_1140_STEPS <= short.model_bytes_high
+
+
+def test_profile_follows_the_training_budget():
+    """auto: the 10-minute 8×H100 budget is fully trained, a 1,140-step run is short."""
+    full = estimate(make_plan(load_spec(ROOT / "specs" / "loop45_sp8192.yaml")), suggest=False)
+    assert full.weights == "trained" and full.tokens_seen > 1e9 and "fully trained" in full.weights_reason
+    short = estimate(make_plan(load_spec(ROOT / "specs" / "loop45_sp8192.yaml", [
+        "train.iterations=1140", "train.tokens_per_step=196608", "train.max_wallclock_seconds=null"])), suggest=False)
+    assert short.weights == "recurc-sp8192-short" and short.tokens_seen == 1140 * 196608
+    assert short.model_bytes < full.model_bytes
+    stated = estimate(make_plan(load_spec(ROOT / "specs" / "loop45_sp8192.yaml", ["quant.weights=gaussian"])),
+                      suggest=False)
+    assert stated.weights == "gaussian" and stated.weights_reason == "stated in quant.weights"
+
+
+def test_profile_json_round_trip_keeps_percentile_shape_and_band():
+    prof = PROFILES["trained"]
+    again = WeightProfile.from_json(prof.to_json())
+    assert again == prof and again.beta_of("input", "percentile") != again.beta_of("input")
 
 
 def test_roles():
@@ -115,6 +142,7 @@ def _heavy_tailed_checkpoint(plan, path: Path, seed: int) -> None:
     torch.save({"model": sd}, path)
 
 
+@pytest.mark.slow
 def test_save_profile_then_predict_another_checkpoint(tmp_path):
     """The calibration loop: fit a profile on one checkpoint, name it in the spec, and the next
     checkpoint with the same kind of weights is predicted within 1 % (the default profile, which
@@ -127,7 +155,7 @@ def test_save_profile_then_predict_another_checkpoint(tmp_path):
     _heavy_tailed_checkpoint(plan, second, seed=2)
     before = measure(second, plan)
     assert before.error_pct > 1.0
-    out = subprocess.run([sys.executable, "-m", "recurc", "measure", str(first), "--spec", str(ROOT / "specs" / "tiny.yaml"),
+    out = subprocess.run([sys.executable, "-m", "recurc", "measure", str(ROOT / "specs" / "tiny.yaml"), str(first),
                           *SDCLIP, "--save-profile", str(tmp_path / "fitted.json")], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     prof = load_profile(str(tmp_path / "fitted.json"))
