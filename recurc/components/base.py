@@ -77,9 +77,9 @@ class Component:
 
 
 def _builtins() -> dict[str, type[Component]]:
-    from . import mlp, per_pass, token, value
+    from . import mlp, per_pass, seeds, token, value
     out: dict[str, type[Component]] = {}
-    for mod in (mlp, per_pass, token, value):
+    for mod in (mlp, per_pass, seeds, token, value):
         for c in mod.COMPONENTS:
             out[c.name] = c
     return out
