@@ -318,6 +318,8 @@ class TrainSettings:
     embed_lr: float
     head_lr: float
     muon_momentum: float
+    muon_momentum_warmup_start: float
+    muon_momentum_warmup_steps: int
     muon_backend_steps: int
     beta1: float
     beta2: float

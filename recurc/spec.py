@@ -188,6 +188,8 @@ class TrainSpec(Strict):
     embed_lr: float = Field(0.05, gt=0)
     head_lr: float = Field(0.008, gt=0)
     muon_momentum: float = Field(0.95, ge=0, lt=1)
+    muon_momentum_warmup_start: float = Field(0.85, ge=0, lt=1, description="Muon momentum at step 0, linear to muon_momentum (the challenge's recipe)")
+    muon_momentum_warmup_steps: int = Field(500, ge=0, description="steps of the Muon momentum warm-up; 0: none")
     muon_backend_steps: int = Field(5, ge=1)
     beta1: float = 0.9
     beta2: float = 0.95

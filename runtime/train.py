@@ -69,6 +69,14 @@ def lr_scale(step: int, elapsed: float, train: TrainSettings, iterations: int, c
     return scale
 
 
+def muon_momentum_at(step: int, train: TrainSettings) -> float:
+    """Muon momentum for the step after `step` completed steps: linear from the warm-up start to
+    muon_momentum over muon_momentum_warmup_steps (the challenge's schedule), then constant."""
+    n = train.muon_momentum_warmup_steps
+    frac = min(step / n, 1.0) if n > 0 else 1.0
+    return (1 - frac) * train.muon_momentum_warmup_start + frac * train.muon_momentum
+
+
 def training_fraction(step: int, elapsed: float, iterations: int, cap: float | None) -> float:
     frac = step / iterations
     if cap is not None:
@@ -140,9 +148,15 @@ def barrier(d: Dist) -> None:
 
 # ============================================================================ the model
 def build_model(plan: Plan, device: torch.device) -> nn.Module:
-    """The spec's model (recurc.build), fp32, on `device`."""
+    """The spec's model (recurc.build) on `device`: fp32, except that on CUDA the token embedding
+    is bf16, as in the challenge's script (it casts the model to bf16 and only the linear layers
+    and low-dimensional tensors back to fp32). That makes the residual stream bf16 from the first
+    layer on (half the activation memory) and gives its RMS norms bf16's eps, as there."""
     from recurc.build import build
-    return build(plan, device=device)
+    model = build(plan, device=device)
+    if torch.device(device).type == "cuda":
+        model.tok_emb.to(torch.bfloat16)
+    return model
 
 
 class EMA:
@@ -218,7 +232,7 @@ class Trainer:
             self.model = nn.parallel.DistributedDataParallel(
                 self.fwd, device_ids=[d.local_rank] if d.device.type == "cuda" else None,
                 broadcast_buffers=False, find_unused_parameters=multi_path)
-        self.loader = DistributedTokenLoader(cfg.data, d.rank, d.world_size, seed=t.seed)
+        self.loader = self._loader()
         self.val = ValidationSet.load(cfg.val, cfg.tokenizer, seq_len, plan.model.vocab_size, t.val_tokens, d.device)
         self.val_batch_seqs = max(1, self.micro_tokens // seq_len)
         self.step = 0
@@ -303,6 +317,11 @@ class Trainer:
         self.log.event("resume", step=self.step, steps=self.iterations, elapsed=self.elapsed, checkpoint=str(path))
 
     # ---------------------------------------------------------------- helpers
+    def _loader(self) -> DistributedTokenLoader:
+        # The challenge's data order whatever the seed (shards by name from token 0; loader seed 0):
+        # the seed changes the initial weights only, as in its script.
+        return DistributedTokenLoader(self.cfg.data, self.d.rank, self.d.world_size, seed=0)
+
     def _sync(self) -> None:
         if self.d.device.type == "cuda":
             torch.cuda.synchronize(self.d.device)
@@ -371,6 +390,7 @@ class Trainer:
             path = path_at(self.plan, frac)
             scale = lr_scale(self.step, self.elapsed, t, self.iterations, self.cap)
             self.opt.set_lr_scale(scale)
+            self.opt.set_muon_momentum(muon_momentum_at(self.step, t))
             self._sync()
             t0 = time.perf_counter()
             loss = self.train_step(path)
@@ -418,7 +438,7 @@ class Trainer:
 
     def calibration_batches(self, n: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """n training micro-batches from a fresh loader (the run's own position is untouched)."""
-        loader = DistributedTokenLoader(self.cfg.data, self.d.rank, self.d.world_size, seed=self.train.seed)
+        loader = self._loader()
         return [loader.next_batch(self.micro_tokens, self.plan.model.seq_len) for _ in range(n)]
 
 
