@@ -1,76 +1,149 @@
-"""Subcommands `diff`, `render` and `variants` (imported by cli._register_optional)."""
+"""Subcommands on specs and Plans: `show`, `build`, `schema`, `diff`, `render`, `variants`.
+
+Each `add_<name>(parser)` declares its options and sets `run`; recurc/cli.py lists them in its
+command table. Nothing heavy is imported here: a command imports what it needs when it runs.
+"""
 from __future__ import annotations
 
 import argparse
 import json
 import sys
 
-from .cli import command
+OVERRIDES_HELP = "key.path=value overrides (e.g. model.dim=576) may follow the spec, before or after the options"
 
 
-@command("diff", "compare two specs semantically (exit 0 when equal, 1 when different, 2 on a spec error)")
-def _diff(p: argparse.ArgumentParser) -> None:
+def spec_arg(p: argparse.ArgumentParser, name: str = "spec", help: str = "spec YAML file") -> None:
+    """The spec positional. Overrides are not an argparse positional (an optional `nargs="*"`
+    positional is listed as *required* in argparse's usage errors); cli.main collects every
+    leftover `key=value` word into `args.overrides`."""
+    p.add_argument(name, help=help)
+    p.set_defaults(overrides=[])
+    p.epilog = OVERRIDES_HELP
+
+
+def json_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print machine-readable JSON instead of tables")
+
+
+def plan_of(args: argparse.Namespace):
+    """The Plan of the command's spec with its overrides."""
+    from .plan import make_plan
+    from .spec import load_spec
+    return make_plan(load_spec(args.spec, args.overrides))
+
+
+# ---------------------------------------------------------------- show
+def add_show(p: argparse.ArgumentParser) -> None:
+    spec_arg(p)
+    json_arg(p)
+
+    def run(args) -> int:
+        from .report import print_show, show_data
+        plan = plan_of(args)
+        if args.json:
+            print(json.dumps(show_data(plan), indent=2))
+        else:
+            print_show(plan)
+        return 0
+    p.set_defaults(run=run)
+
+
+# ---------------------------------------------------------------- build
+def add_build(p: argparse.ArgumentParser) -> None:
+    spec_arg(p)
+    json_arg(p)
+    p.add_argument("--device", default="meta", help="meta (default: allocates nothing), cpu or cuda")
+    p.add_argument("--repr", action="store_true", help="also print torch's full module repr")
+
+    def run(args) -> int:
+        from .report import build_summary, print_build
+        from .build import build
+        plan = plan_of(args)
+        model = build(plan, device=args.device)
+        summary = build_summary(plan, model, args.device)
+        if args.json:
+            print(json.dumps(summary, indent=2))
+            return 0
+        if args.repr:
+            print(model)
+        print_build(summary)
+        return 0
+    p.set_defaults(run=run)
+
+
+# ---------------------------------------------------------------- schema
+def add_schema(p: argparse.ArgumentParser) -> None:
+    def run(args) -> int:
+        from .spec import json_schema
+        print(json.dumps(json_schema(), indent=2))
+        return 0
+    p.set_defaults(run=run)
+
+
+# ---------------------------------------------------------------- diff
+def add_diff(p: argparse.ArgumentParser) -> None:
     p.add_argument("a", help="spec YAML file")
     p.add_argument("b", help="spec YAML file")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
+    json_arg(p)
     p.add_argument("--no-estimate", action="store_true", help="skip FLOP and byte estimates")
 
     def run(args) -> int:
         from .diff import diff, print_diff
+        from .report import console
         d = diff(args.a, args.b, estimates=not args.no_estimate)
         if args.json:
             print(json.dumps(d.to_dict(), indent=2, default=str))
         else:
-            print_diff(d)
+            print_diff(d, console=console())
         return 0 if d.equal else 1
     p.set_defaults(run=run)
 
 
-@command("render", "draw the virtual-layer graph of a spec (DOT, Mermaid, PNG or SVG)")
-def _render(p: argparse.ArgumentParser) -> None:
-    p.add_argument("spec", help="spec YAML file")
-    p.add_argument("overrides", nargs="*", help="key.path=value overrides")
-    p.add_argument("--format", "-f", choices=("dot", "mermaid", "png", "svg"), default=None,
-                   help="default: from the -o suffix, else dot")
-    p.add_argument("-o", "--output", help="output file (written atomically); default stdout for text formats")
+# ---------------------------------------------------------------- render
+def add_render(p: argparse.ArgumentParser) -> None:
+    from .render import FORMATS
+    spec_arg(p)
+    p.add_argument("-f", "--format", choices=FORMATS, default=None,
+                   help="default: from the -o suffix (.dot .gv .mmd .png .svg), else dot")
+    p.add_argument("-o", "--output", help="output file (written atomically); default: stdout for dot/mermaid")
 
     def run(args) -> int:
-        from .cli import _plan
         from .render import render_to
-        plan = _plan(args)
-        return render_to(plan, args.format, args.output)
+        return render_to(plan_of(args), args.format, args.output)
     p.set_defaults(run=run)
 
 
-@command("variants", "expand a template's sweep into concrete specs, score, filter, rank and write them")
-def _variants(p: argparse.ArgumentParser) -> None:
-    p.add_argument("template", help="spec YAML with a `sweep:` section")
-    p.add_argument("overrides", nargs="*", help="key.path=value overrides applied to the template")
-    p.add_argument("-o", "--out", help="folder to write one YAML spec per kept variant into")
-    p.add_argument("--json", nargs="?", const="-", default=None, metavar="FILE",
-                   help="write the results as JSON to FILE (or stdout with no FILE)")
+# ---------------------------------------------------------------- variants
+def add_variants(p: argparse.ArgumentParser) -> None:
+    spec_arg(p, "spec", "template spec YAML with a `sweep:` section")
+    p.add_argument("-o", "--output", "--out", dest="output", metavar="DIR",
+                   help="folder for one YAML spec per kept variant, plus variants.json")
+    json_arg(p)
     p.add_argument("--top", type=int, default=None, help="keep only the best N after ranking")
-    p.add_argument("--rank", default=None, help="override the template's rank key, e.g. -unique_params")
+    p.add_argument("--rank", default=None,
+                   help="override the template's rank keys, e.g. -unique_params,total_bytes")
     p.add_argument("--all", action="store_true", help="also list variants that fail the constraints")
     p.add_argument("--workers", type=int, default=None, help="processes (default: all cores for big sweeps)")
-    p.add_argument("--quiet", "-q", action="store_true", help="no table, no progress bar")
+    p.add_argument("-q", "--quiet", action="store_true", help="no table, no progress bar")
 
     def run(args) -> int:
+        from pathlib import Path
+
+        from .report import console
         from .variants import print_table, variants, write_json, write_specs
-        res = variants(args.template, overrides=args.overrides, rank=args.rank, top=args.top,
-                       keep_failed=args.all, workers=args.workers, progress=not args.quiet and args.json != "-",
-                       with_stats=True)
-        rows, stats = res
-        if args.out:
-            write_specs(rows, args.out)
-        if args.json == "-":
+        rows, stats = variants(args.spec, overrides=args.overrides, rank=args.rank, top=args.top,
+                               keep_failed=args.all, workers=args.workers,
+                               progress=not args.quiet and not args.json and sys.stderr.isatty(),
+                               with_stats=True)
+        if args.output:
+            write_specs(rows, args.output)
+            write_json(rows, Path(args.output) / "variants.json", stats)
+        if args.json:
             print(json.dumps({"stats": stats, "variants": [v.to_dict() for v in rows]}, indent=2, default=str))
-        else:
-            if args.json:
-                write_json(rows, args.json, stats)
-            if not args.quiet:
-                print_table(rows, stats)
-                if args.out:
-                    print(f"wrote {sum(1 for v in rows if v.passed)} specs to {args.out}", file=sys.stderr)
+        elif not args.quiet:
+            print_table(rows, stats, console=console())
+            if args.output:
+                print(f"wrote {sum(1 for v in rows if v.passed)} specs and variants.json to {args.output}",
+                      file=sys.stderr)
         return 0
     p.set_defaults(run=run)

@@ -324,8 +324,3 @@ def print_diff(d: PlanDiff, console=None) -> None:
             t.add_row(k, _fmt(a), _fmt(b), _signed(a, b))
         con.print(t)
 
-
-# `recurc.diff(...)`: the module itself is callable (see recurc/_callable.py).
-from ._callable import make_module_callable  # noqa: E402
-
-make_module_callable(__name__, diff)

@@ -1,4 +1,4 @@
-"""Subcommands `estimate` and `measure` (imported by cli._register_optional).
+"""Subcommands `estimate` and `measure`.
 
 `estimate` has to finish in well under a second as a whole process, so this module imports
 nothing heavy at import time and prints its table without rich.
@@ -7,9 +7,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 
-from .cli import command
+from .commands import json_arg, plan_of, spec_arg
 
 GROUP_ORDER = ("embeddings", "attention", "mlp", "per_pass", "scalars")
 
@@ -43,6 +42,8 @@ def format_estimate(e) -> str:
         rows.append([g, _n(e.unique_by_group[g]), _n(e.effective_by_group[g]), _n(raw), _n(comp),
                      f"{8 * comp / max(e.unique_by_group[g], 1):.3f}"])
     rows.append(["container", "", "", "", _n(e.container_bytes), ""])
+    if e.anchor:
+        rows.append(["anchor correction", "", "", "", f"{e.anchor_correction:+,}", ""])
     rows.append(["total", _n(e.unique_params), _n(e.effective_params), _n(e.raw_bytes), _n(e.model_bytes),
                  f"{8 * e.model_bytes / max(e.unique_params, 1):.3f}"])
     out.append(_table(["group", "unique params", "effective", "raw payload B", "predicted B", "bits/param"], rows))
@@ -51,13 +52,20 @@ def format_estimate(e) -> str:
                + (f", over the schedule {_si(e.flops_per_token_train_schedule)}"
                   if abs(e.flops_per_token_train_schedule - e.flops_per_token_train) > 1 else "")
                + f"   eval {_si(e.flops_per_token_eval)}")
-    out.append(f"model bytes   {_n(e.model_bytes)}   (interval {_n(e.model_bytes_low)} .. {_n(e.model_bytes_high)}: "
-               f"weights profile {e.weights}, band over the built-in profiles)")
+    out.append(f"model bytes   {_n(e.model_bytes)}   (interval {_n(e.model_bytes_low)} .. {_n(e.model_bytes_high)}, "
+               f"±{100 * e.band:.2f} %" + (", anchored" if e.anchor else "") + ")")
+    out.append(f"weights       profile {e.weights}: {e.weights_reason}")
+    out.append(f"              calibration: {e.weights_source}")
+    if e.anchor:
+        out.append(f"anchor        {e.anchor} measured {_n(e.anchor_bytes)} B: this prediction is those bytes plus "
+                   f"the model's difference ({e.anchor_correction:+,} B against the unanchored one)")
     out.append(f"code bytes    {_n(e.code_bytes)}   ({e.code_source})")
-    verdict = "fits" if e.fits else "OVER BUDGET"
+    verdict = "OVER BUDGET" if not e.fits else ("fits, but MAY BE OVER" if not e.fits_high else "fits")
     out.append(f"total         {_n(e.total_bytes)} / {_n(e.budget)}   headroom {e.headroom:+,}   → {verdict}")
     if e.fits and not e.fits_high:
-        out.append(f"warning: the high end of the interval ({_n(e.model_bytes_high + e.code_bytes)}) is over budget")
+        out.append(f"warning: may be over budget: the high end of the interval "
+                   f"({_n(e.model_bytes_high + e.code_bytes)}) is over; export fits the artifact to the budget "
+                   "(docs/size-model.md)")
     for note in e.notes:
         out.append(f"note: {note}")
     if not e.fits:
@@ -77,35 +85,34 @@ def _print(result, as_json: bool, table) -> int:
     return 0
 
 
-@command("estimate", "predict parameters, FLOPs per token and artifact bytes of a spec (no torch, no training)")
-def _estimate(p: argparse.ArgumentParser) -> None:
-    p.add_argument("spec", help="spec YAML file")
-    p.add_argument("overrides", nargs="*", help="key.path=value overrides, e.g. model.dim=576")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
+def add_estimate(p: argparse.ArgumentParser) -> None:
+    spec_arg(p)
+    json_arg(p)
     p.add_argument("--no-suggest", action="store_true", help="skip the budget guard's suggestions")
+    p.add_argument("--anchor", metavar="SIBLING=BYTES",
+                   help="predict from a sibling spec whose compressed model bytes were measured (a log or "
+                        "`recurc measure`): its bytes plus the model's difference (default: quant.anchor)")
 
     def run(args) -> int:
-        from .cli import _plan
-        from .estimate import estimate
-        return _print(estimate(_plan(args), suggest=not args.no_suggest), args.json, format_estimate)
+        from .estimate import estimate, parse_anchor
+        anchor = parse_anchor(args.anchor) if args.anchor else None
+        return _print(estimate(plan_of(args), suggest=not args.no_suggest, anchor=anchor), args.json,
+                      format_estimate)
     p.set_defaults(run=run)
 
 
-@command("measure", "exact artifact bytes of a checkpoint through the export path, vs the prediction")
-def _measure(p: argparse.ArgumentParser) -> None:
-    p.add_argument("checkpoint", help="torch state dict (or a dict with a 'model' key)")
-    p.add_argument("--spec", required=True, help="spec YAML file the checkpoint was trained from")
-    p.add_argument("overrides", nargs="*", help="key.path=value overrides of the spec")
+def add_measure(p: argparse.ArgumentParser) -> None:
+    spec_arg(p, help="spec YAML file the checkpoint was trained from")
+    p.add_argument("checkpoint", help="torch state dict (or a dict with a 'model' key), e.g. runs/tiny/checkpoint.pt")
+    json_arg(p)
     p.add_argument("--hessians", help="torch file {name: X^T X} for GPTQ groups (default: rounding, as H = I)")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("-o", "--output", help="also write the compressed model bytes to this file")
     p.add_argument("--save-profile", metavar="FILE.json",
                    help="fit a trained-weight profile to this checkpoint for specs' quant.weights")
 
     def run(args) -> int:
-        from .cli import _plan
         from .measure import format_measure, measure
-        m = measure(args.checkpoint, _plan(args), hessians=args.hessians, output=args.output,
+        m = measure(args.checkpoint, plan_of(args), hessians=args.hessians, output=args.output,
                     save_profile=args.save_profile)
         return _print(m, args.json, format_measure)
     p.set_defaults(run=run)

@@ -1,4 +1,4 @@
-"""Pictures of a Plan's virtual-layer graph: Graphviz DOT, Mermaid, and PNG/SVG through `dot`.
+"""Pictures of a Plan's virtual-layer graph: Graphviz DOT and Mermaid text, PNG/SVG drawn with matplotlib.
 
 Everything is read off `build_graph(plan)` (the networkx DiGraph of plan.py) and the Plan's paths:
 physical blocks are shared nodes on the top row, each with an edge to every virtual layer that
@@ -9,9 +9,6 @@ marked; the schedule's paths are listed under the picture.
 from __future__ import annotations
 
 import html
-import os
-import shutil
-import subprocess
 from pathlib import Path
 
 from .atomic import atomic_write
@@ -39,7 +36,7 @@ def _layer_info(plan: Plan, path: str = "main") -> list[dict]:
         if layer.per_pass:
             marks.append("pp")
         own = []
-        if layer.attn.kind == "pass":
+        if layer.attn is not None and layer.attn.kind == "pass":
             own.append("attn")
         if layer.mlp.kind == "pass":
             own.append("mlp")
@@ -242,22 +239,111 @@ def to_mermaid(plan: Plan) -> str:
     return "\n".join(out) + "\n"
 
 
-# ---------------------------------------------------------------- binary formats and files
-def have_dot() -> bool:
-    return shutil.which("dot") is not None
+# ---------------------------------------------------------------- pictures (matplotlib)
+TEXT_FORMATS = ("dot", "mermaid")
+IMAGE_FORMATS = ("png", "svg")
+FORMATS = TEXT_FORMATS + IMAGE_FORMATS
+SUFFIX = {".dot": "dot", ".gv": "dot", ".mmd": "mermaid", ".mermaid": "mermaid", ".png": "png", ".svg": "svg"}
+
+
+def _positions(plan: Plan, layers: list[dict]) -> dict[str, tuple[float, float]]:
+    """The U of to_dot in data coordinates: blocks on top (y=2), the encoder left to right
+    (y=1), the decoder right to left underneath (y=0), so each U-Net skip is vertical."""
+    enc = [l for l in layers if l["side"] == "encoder"]
+    dec = [l for l in layers if l["side"] == "decoder"]
+    split = len(enc)
+    shift = max(0, len(dec) - split)
+    pos = {l["id"]: (float(l["index"] + shift), 1.0) for l in enc}
+    pos.update({l["id"]: (float(split - 1 - (l["index"] - split) + shift), 0.0) for l in dec})
+    # blocks spread evenly over the width, in index order
+    width = max([x for x, _ in pos.values()], default=0.0)
+    n = len(plan.blocks)
+    for blk in plan.blocks:
+        x = width * blk.index / (n - 1) if n > 1 else width / 2
+        pos[f"block:{blk.name}"] = (x, 2.2)
+    left = min([x for x, _ in pos.values()], default=0.0)
+    pos["embed"] = (left - 1.1, 1.0)
+    pos["head"] = (left - 1.1, 0.0) if dec else (width + 1.1, 1.0)
+    return pos
 
 
 def to_image(plan: Plan, fmt: str = "png", dpi: int = 150) -> bytes:
-    """PNG or SVG through Graphviz `dot` (raises RuntimeError when it is not installed)."""
-    exe = shutil.which("dot")
-    if exe is None:
-        raise RuntimeError("Graphviz `dot` is not installed; use --format dot or mermaid "
-                           "(or install graphviz, e.g. apt-get install graphviz)")
-    args = [exe, f"-T{fmt}"] + ([f"-Gdpi={dpi}"] if fmt == "png" else [])
-    res = subprocess.run(args, input=to_dot(plan).encode(), capture_output=True, timeout=120)
-    if res.returncode != 0:
-        raise RuntimeError(f"dot failed: {res.stderr.decode(errors='replace')[:500]}")
-    return res.stdout
+    """PNG or SVG of the layer graph, drawn with matplotlib (no system package needed)."""
+    import io
+
+    import matplotlib
+    from matplotlib.figure import Figure
+    from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
+
+    if fmt not in IMAGE_FORMATS:
+        raise ValueError(f"not an image format: {fmt!r}")
+    g = build_graph(plan)
+    layers = _layer_info(plan)
+    pos = _positions(plan, layers)
+    xs = [x for x, _ in pos.values()]
+    width_units = max(xs) - min(xs) + 2.4
+    fig = Figure(figsize=(max(6.0, 0.95 * width_units), 4.6))
+    ax = fig.add_axes((0.01, 0.14, 0.98, 0.74))
+    ax.set_xlim(min(xs) - 0.7, max(xs) + 0.7)
+    ax.set_ylim(-0.55, 2.65)
+    ax.axis("off")
+    bw, bh = 0.8, 0.46
+
+    def box(node: str, text: str, fill: str, line: str, lw: float = 1.2, double: bool = False) -> None:
+        x, y = pos[node]
+        ax.add_patch(FancyBboxPatch((x - bw / 2, y - bh / 2), bw, bh, boxstyle="round,pad=0.02,rounding_size=0.08",
+                                    facecolor=fill, edgecolor=line, linewidth=lw, zorder=3))
+        if double:
+            ax.add_patch(FancyBboxPatch((x - bw / 2 - 0.04, y - bh / 2 - 0.04), bw + 0.08, bh + 0.08,
+                                        boxstyle="round,pad=0.02,rounding_size=0.1", facecolor="none",
+                                        edgecolor=line, linewidth=0.8, zorder=3))
+        ax.text(x, y, text, ha="center", va="center", fontsize=7, zorder=4, linespacing=1.15)
+
+    def arrow(a: str, b: str, color: str, style: str = "-|>", ls: str = "-", lw: float = 1.0, rad: float = 0.0,
+              z: int = 2) -> None:
+        ax.add_patch(FancyArrowPatch(pos[a], pos[b], arrowstyle=style, mutation_scale=8, color=color, linewidth=lw,
+                                     linestyle=ls, connectionstyle=f"arc3,rad={rad}", shrinkA=14, shrinkB=14,
+                                     zorder=z))
+
+    for a, b, d in g.edges(data=True):
+        kind = d.get("kind")
+        if kind == "weights":
+            i = g.nodes[a]["index"]
+            arrow(a, b, LINES[i % len(LINES)], style="-", lw=0.5, z=1)
+        elif kind == "residual":
+            arrow(a, b, "#444444", lw=1.4)
+        elif kind == "skip":
+            arrow(a, b, SKIP, ls="--", lw=1.2)
+        elif kind == "cross_repeat":
+            arrow(a, b, CROSS, ls=":", lw=0.9, rad=-0.35)
+    for blk in plan.blocks:
+        i = blk.index
+        runs = sum(1 for l in layers if l["block_index"] == i)
+        box(f"block:{blk.name}", f"{blk.name}  ×{runs}", FILLS[i % len(FILLS)], LINES[i % len(LINES)],
+            lw=2.4 if runs > 1 else 1.2)
+    for l in layers:
+        i = l["block_index"]
+        lines = [f"v{l['index']}", l["block"]]
+        if l["passes"] > 1:
+            lines.append(f"pass {l['pass']}/{l['passes']}")
+        extra = " ".join(l["marks"] + ([f"own {'+'.join(l['own'])}"] if l["own"] else []))
+        if extra:
+            lines.append(extra)
+        box(l["id"], "\n".join(lines), FILLS[i % len(FILLS)], LINES[i % len(LINES)],
+            double="pp" in l["marks"] or bool(l["own"]))
+    box("embed", "embedding\n(tied head)" if plan.model.tied_embeddings else "embedding", "#eeeeee", "#888888")
+    box("head", "head", "#eeeeee", "#888888")
+    if any(l["side"] == "decoder" for l in layers):
+        ax.text(min(xs) - 0.65, 0.5, "encoder →\n← decoder", fontsize=7, color="#666666", va="center")
+    fig.suptitle(_title(plan), fontsize=9, fontweight="bold", y=0.97)
+    foot = [*_schedule_lines(plan), "  ·  ".join(_legend_items(plan, layers))]
+    fig.text(0.01, 0.02, "\n".join(x for x in foot if x), fontsize=7, color="#333333", va="bottom")
+    buf = io.BytesIO()
+    # fixed metadata and ids, so the same Plan gives the same bytes
+    with matplotlib.rc_context({"svg.hashsalt": "recurc", "svg.fonttype": "none"}):
+        fig.savefig(buf, format=fmt, dpi=dpi, metadata={"Software": "recurc"} if fmt == "png" else
+                    {"Date": None, "Creator": "recurc"})
+    return buf.getvalue()
 
 
 def render(plan: Plan, fmt: str = "dot") -> str | bytes:
@@ -265,27 +351,39 @@ def render(plan: Plan, fmt: str = "dot") -> str | bytes:
         return to_dot(plan)
     if fmt == "mermaid":
         return to_mermaid(plan)
-    if fmt in ("png", "svg"):
+    if fmt in IMAGE_FORMATS:
         return to_image(plan, fmt)
     raise ValueError(f"unknown format {fmt!r}")
 
 
-SUFFIX = {".dot": "dot", ".gv": "dot", ".mmd": "mermaid", ".mermaid": "mermaid", ".png": "png", ".svg": "svg"}
+def choose_format(fmt: str | None, output: str | None) -> str:
+    """The format from --format, else from the output's suffix; an output suffix that does not
+    match the format (DOT text in x.jpg) is refused rather than written."""
+    from .errors import SpecError
+    suffix = Path(output).suffix.lower() if output else ""
+    known = ", ".join(sorted(SUFFIX))
+    if fmt is None:
+        if not output:
+            return "dot"
+        if suffix not in SUFFIX:
+            raise SpecError(f"cannot tell the format of {output!r} from its suffix", where="<command line>",
+                            hint=f"use one of {known}, or pass --format")
+        return SUFFIX[suffix]
+    if output and suffix and SUFFIX.get(suffix) != fmt:
+        raise SpecError(f"--format {fmt} does not match the output {output!r}", where="<command line>",
+                        hint=f"{fmt} files end in " + ", ".join(k for k, v in SUFFIX.items() if v == fmt))
+    return fmt
 
 
 def render_to(plan: Plan, fmt: str | None, output: str | None) -> int:
     """CLI helper: choose the format, render, write (atomically) or print. Returns an exit code."""
     import sys
-    if fmt is None:
-        fmt = SUFFIX.get(Path(output).suffix.lower(), "dot") if output else "dot"
-    if fmt in ("png", "svg") and output is None:
-        print("error: --format png/svg needs -o FILE", file=sys.stderr)
-        return 2
-    try:
-        data = render(plan, fmt)
-    except RuntimeError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 3
+
+    from .errors import SpecError
+    fmt = choose_format(fmt, output)
+    if fmt in IMAGE_FORMATS and output is None:
+        raise SpecError(f"--format {fmt} writes a file", where="<command line>", hint=f"add -o graph.{fmt}")
+    data = render(plan, fmt)
     if output is None:
         sys.stdout.write(data)  # type: ignore[arg-type]
     else:

@@ -468,7 +468,9 @@ def validate(data: dict, where: dict[tuple, str], origin: str) -> Spec:
         more = f" (and {len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
         hint = None
         if err["type"] == "extra_forbidden":
-            hint = "`recurc schema` lists every field"
+            from .suggest import did_you_mean, field_names
+            hint = did_you_mean(loc[-1], field_names(Spec, loc)) if loc else None
+            hint = hint or "`recurc schema` lists every field"
         raise SpecError(f"{field}: {_friendly(err)}{more}", where=pos or origin, hint=hint) from None
     spec._where = where
     return spec
@@ -488,6 +490,10 @@ def spec_from_text(text: str, origin: str = "<spec>", overrides: list[str] | tup
     data, where = parse_yaml(text, origin)
     if "extends" in data:
         raise SpecError("`extends` needs a spec loaded from a file", where=where.get(("extends",)))
+        # an override inside the failing section is the likelier culprit than the section's line
+        inside = [v for k, v in where.items() if k[: len(loc)] == loc and v.startswith("<override")]
+        if inside and not (pos or "").startswith("<override"):
+            pos = inside[-1]
     data = apply_overrides(data, where, list(overrides))
     return validate(data, where, origin)
 

@@ -302,6 +302,9 @@ def _constraint_checks(constraints: dict, where: str | None) -> list[tuple[str, 
     return checks
 
 
+TIE_BREAK = ("total_bytes", "flops_per_token_train")
+
+
 def _rank_keys(rank: Any) -> list[tuple[str, bool]]:
     if rank is None:
         return []
@@ -519,9 +522,13 @@ def variants(template: str | Path | dict, *, overrides: Iterable[str] = (), scor
             raise SpecError(f"cannot rank by {k!r}: no such metric", where=where.get(("sweep", "rank")) or origin,
                             hint="metrics: " + ", ".join(sorted(out[0].metrics)))
 
+    # ties on the rank keys go to the smaller artifact, then the cheaper step, then the name
+    tie_keys = [(k, False) for k in TIE_BREAK if all(k != r for r, _ in rank_keys) and out and k in out[0].metrics]
+    stats["tie_break"] = [k for k, _ in tie_keys] + ["name"]
+
     def sort_key(v: Variant):
         ks = [not v.passed]
-        for k, desc in rank_keys:
+        for k, desc in [*rank_keys, *tie_keys]:
             x = v.metrics.get(k)
             x = float(x) if isinstance(x, (int, float)) else 0.0
             ks.append(-x if desc else x)
@@ -624,8 +631,13 @@ def print_table(vs: list[Variant], stats: dict | None = None, limit: int = 40, c
     t.add_column("order")
     for c in present:
         t.add_column(c.replace("_per_token_train", "/tok").replace("_params", " params"), justify="right")
-    for v in vs[:limit]:
-        row = [str(v.rank) if v.rank else "✗", v.name, v.order]
+    # variants equal on every rank and tie-break metric share a mark: "3=" is tied with a neighbour
+    keys = [k.lstrip("+-") for k in (stats or {}).get("rank", [])] + list((stats or {}).get("tie_break", []))
+    tie = [tuple(v.metrics.get(k) for k in keys if k != "name") for v in vs]
+    for i, v in enumerate(vs[:limit]):
+        tied = bool(keys) and v.passed and any(0 <= j < len(vs) and vs[j].passed and tie[j] == tie[i]
+                                               for j in (i - 1, i + 1))
+        row = [f"{v.rank}{'=' if tied else ''}" if v.rank else "✗", v.name, v.order]
         for c in present:
             x = v.metrics.get(c)
             row.append(f"{x:,.3g}" if isinstance(x, float) else f"{x:,}" if isinstance(x, int) else "")
@@ -635,9 +647,7 @@ def print_table(vs: list[Variant], stats: dict | None = None, limit: int = 40, c
         con.print(f"… {len(vs) - limit} more (see --json or the written specs)")
     if stats and stats.get("constraints"):
         con.print("constraints: " + "; ".join(stats["constraints"]))
+    if stats and stats.get("rank"):
+        con.print("ranked by " + ", ".join(stats["rank"]) + "; ties by " + ", ".join(stats.get("tie_break", ["name"]))
+                  + " (n= : equal on all of them but the name)")
 
-
-# `recurc.variants(...)`: the module itself is callable (see recurc/_callable.py).
-from ._callable import make_module_callable  # noqa: E402
-
-make_module_callable(__name__, variants)

@@ -444,30 +444,11 @@ class Trainer:
 
 # ============================================================================ command line
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    from recurc.runtime_cli import add_train_options  # one definition, shared with `recurc train`
     p = argparse.ArgumentParser(prog="python -m runtime.train", description="train a recurc spec")
     p.add_argument("spec", help="spec YAML file")
     p.add_argument("overrides", nargs="*", help="key.path=value overrides, e.g. train.iterations=200")
-    p.add_argument("--data", help="glob of training shards (default: the demo data in data/demo)")
-    p.add_argument("--val", help="glob of validation shards (default: beside --data, fineweb_val_*.bin)")
-    p.add_argument("--tokenizer", help="SentencePiece model for BPB (default: the demo tokenizer)")
-    p.add_argument("--out", help="run directory for checkpoint, log and artifact (default runs/<spec name>)")
-    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt if it exists")
-    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
-                   help="torch.compile the model (default: on CUDA only)")
-    p.add_argument("--warmup", action=argparse.BooleanOptionalAction, default=None,
-                   help="run the spec's warmup_steps (discarded) first (default: when compiling; "
-                        "without compilation they would only cost time)")
-    p.add_argument("--steps", type=int, help="train.iterations (the schedule scales with it)")
-    p.add_argument("--log-json", help="JSON-lines log (default OUT/log.jsonl)")
-    p.add_argument("--log-every", type=int, default=10)
-    p.add_argument("--val-every", type=int, help="validate every N steps (default train.val_every)")
-    p.add_argument("--ckpt-every", type=int, default=0, help="checkpoint every N steps (and always at the end)")
-    p.add_argument("--micro-tokens", type=int, help="max tokens per rank per micro-batch")
-    p.add_argument("--export", action=argparse.BooleanOptionalAction, default=True,
-                   help="quantize + compress the trained model and measure its round-trip BPB")
-    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                   help="rich progress bar (default: when stderr is a terminal)")
-    p.add_argument("--device", help="cpu or cuda (default cuda if available)")
+    add_train_options(p)
     return p.parse_intermixed_args(argv)  # overrides may come after options
 
 

@@ -48,6 +48,7 @@ def _randomise(model: torch.nn.Module, seed: int = 0) -> None:
 
 @pytest.mark.parametrize("spec_file,ref_cls,layers", [("baseline.yaml", Reference, 9),
                                                      ("loop45x2.yaml", LoopedReference, 11)])
+@pytest.mark.slow
 def test_same_loss_as_hand_written_reference(spec_file, ref_cls, layers):
     cfg = RefConfig(vocab_size=64, dim=32, num_layers=layers, num_heads=4, num_kv_heads=2, seq_len=16)
     ref = ref_cls(cfg)
@@ -66,6 +67,7 @@ def test_same_loss_as_hand_written_reference(spec_file, ref_cls, layers):
 # no recompiles cheaply for every spec, "aot_eager" adds the autograd trace for one looped spec.
 @pytest.mark.parametrize("path,backend", [(p, "eager") for p in SPECS] + [(ROOT / "specs/loop45x2.yaml", "aot_eager")],
                          ids=lambda v: v.stem if isinstance(v, Path) else v)
+@pytest.mark.slow
 def test_every_spec_compiles_fullgraph_without_recompiles(path, backend):
     import torch._dynamo as dynamo
     dynamo.reset()
@@ -94,6 +96,7 @@ def test_every_spec_compiles_fullgraph_without_recompiles(path, backend):
                                      "per_pass.timestep_scale=true", "per_pass.block_scalars=true",
                                      "per_pass.residual_scale=inv_sqrt_k", "sharing=attention", "sharing=mlp"])
 @pytest.mark.parametrize("scope", ["looped", "all"])
+@pytest.mark.slow
 def test_each_per_pass_feature_alone_builds_and_trains(feature, scope):
     spec = load_spec(ROOT / "specs/baseline.yaml", TINY + ["order=0..3,4x2,5..8", feature, f"per_pass.scope={scope}",
                                                            "schedule.eval_repeats=3"])

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import numpy as np
@@ -223,9 +222,7 @@ def test_validation_tokens_trimmed_and_split(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- demo data
 
 def test_demo_build_is_fast_idempotent_and_deterministic(tmp_path: Path) -> None:
-    t0 = time.perf_counter()
     demo = build_demo_data(tmp_path / "a")
-    assert time.perf_counter() - t0 < 5.0
     assert find_shards(demo.train_pattern) == [demo.train_path]
     assert find_shards(demo.val_pattern) == [demo.val_path]
     assert demo.tokenizer_path.is_file()

@@ -65,6 +65,7 @@ def test_hostile_description_is_data(tmp_path, text):
         assert "__import__" not in calls and "os.system" not in calls
 
 
+@pytest.mark.slow
 def test_hostile_name_is_data_or_refused(tmp_path):
     for text in HOSTILE:
         try:

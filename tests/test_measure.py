@@ -91,16 +91,17 @@ def test_mismatch_is_a_clear_error(tmp_path):
         measure(tmp_path / "nope.pt", plan)
 
 
+@pytest.mark.slow
 def test_cli(tmp_path):
     plan = _plan()
     ck = tmp_path / "ck.pt"
     sd = _state(plan)
     torch.save(sd, ck)
-    r = subprocess.run([RECURC, "measure", str(ck), "--spec", "specs/tiny.yaml", "--json"], cwd=ROOT,
+    r = subprocess.run([RECURC, "measure", "specs/tiny.yaml", str(ck), "--json"], cwd=ROOT,
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     d = json.loads(r.stdout)
     assert d["model_bytes"] == _reference_bytes(plan, sd)
-    r = subprocess.run([RECURC, "measure", str(ck), "--spec", "specs/baseline.yaml"], cwd=ROOT,
+    r = subprocess.run([RECURC, "measure", "specs/baseline.yaml", str(ck)], cwd=ROOT,
                        capture_output=True, text=True)
     assert r.returncode == 2 and "does not match spec" in r.stderr

@@ -43,6 +43,7 @@ def test_atomic_checkpoint_roundtrip(tmp_path):
     assert (tmp_path / "a.bin").read_bytes() == b"abc"
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_with_the_same_loss_curve(demo, tmp_path):
     # The uninterrupted run runs in this process (saves a torch start-up), on one thread like the
     # subprocesses, so both see the same kernels.
@@ -59,10 +60,8 @@ def test_killed_run_resumes_with_the_same_loss_curve(demo, tmp_path):
     out, killed_log = tmp_path / "killed", tmp_path / "killed.jsonl"
     proc = subprocess.Popen(_cmd(demo, out, killed_log), cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
-    deadline = time.time() + 180
     while not (out / "checkpoint.pt").exists():
         assert proc.poll() is None, "the run ended before writing a checkpoint"
-        assert time.time() < deadline, "no checkpoint within 180 s"
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
@@ -71,7 +70,7 @@ def test_killed_run_resumes_with_the_same_loss_curve(demo, tmp_path):
 
     resumed_log = tmp_path / "resumed.jsonl"
     res = subprocess.run(_cmd(demo, out, resumed_log, "--resume"), cwd=ROOT, env=_env(), capture_output=True,
-                         text=True, timeout=240)
+                         text=True)
     assert res.returncode == 0, res.stderr[-3000:]
     recs = read_json_log(resumed_log)
     assert next(r for r in recs if r["event"] == "resume")["step"] == ckpt_step

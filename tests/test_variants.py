@@ -82,8 +82,8 @@ def test_example_sweep_runs_filters_ranks_and_writes(tmp_path):
 def test_example_sweep_with_the_estimator(tmp_path):
     pytest.importorskip("recurc.estimate")
     out = tmp_path / "out"
-    assert main(["variants", str(EXAMPLE), "-o", str(out), "--json", str(tmp_path / "v.json"), "-q"]) == 0
-    data = json.loads((tmp_path / "v.json").read_text())
+    assert main(["variants", str(EXAMPLE), "-o", str(out), "-q"]) == 0
+    data = json.loads((out / "variants.json").read_text())
     assert data["variants"] and all(v["metrics"]["total_bytes"] <= 16_000_000 for v in data["variants"])
     assert len(list(out.glob("*.yaml"))) == len(data["variants"])
 
@@ -164,7 +164,8 @@ def test_cli(tmp_path, capsys):
     t.write_text(yaml.safe_dump({**BASE, "sweep": {"loop_windows": {"layers": 11, "width": 2, "repeats": [2, 3]},
                                                    "rank": "-effective_params", "top": 5}}))
     out = tmp_path / "out"
-    assert main(["variants", str(t), "-o", str(out), "--json", str(tmp_path / "v.json")]) == 0
+    assert main(["variants", str(t), "-o", str(out)]) == 0
+    assert json.loads((out / "variants.json").read_text())["variants"]
     assert len(list(out.glob("*.yaml"))) == 5
     text = capsys.readouterr().out
     assert "loop" in text
