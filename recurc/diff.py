@@ -223,11 +223,25 @@ def _estimates(a: Plan, b: Plan) -> dict[str, tuple[Any, Any]]:
     return out
 
 
+def _size_model_changes(pa: Plan, pb: Plan) -> list[Change]:
+    """What the size model assumes is no part of a Plan's identity (it changes neither the model nor
+    its artifact), but two specs that predict differently differ: the stated profile, the profile
+    it resolves to (`auto` follows the training budget) and the anchor."""
+    from .estimate import resolve_profile
+    out = [Change(f"quant.{k}", getattr(pa.quant, k), getattr(pb.quant, k), "size model")
+           for k in ("weights", "anchor") if getattr(pa.quant, k) != getattr(pb.quant, k)]
+    ra, rb = resolve_profile(pa)[0].name, resolve_profile(pb)[0].name
+    if ra != rb:
+        out.append(Change("size model profile", ra, rb, "size model"))
+    return out
+
+
 def diff(a: Plan | Spec | str | Path, b: Plan | Spec | str | Path, *, estimates: bool = True) -> PlanDiff:
     """Semantic difference of two Plans (or Specs, or spec paths)."""
     pa, pb = _as_plan(a), _as_plan(b)
     ca, cb = pa.canonical(), pb.canonical()
     changes = [Change(p, x, y, SECTIONS.get(p.split(".")[0], "other")) for p, x, y in deep_diff(ca, cb)]
+    size_changes = _size_model_changes(pa, pb)
     paths = {}
     for name in list(pa.paths) + [n for n in pb.paths if n not in pa.paths]:
         oa = pa.canonical_order(name) if name in pa.paths else None
@@ -237,12 +251,12 @@ def diff(a: Plan | Spec | str | Path, b: Plan | Spec | str | Path, *, estimates:
     ua, ub = pa.unique_by_group(), pb.unique_by_group()
     ea, eb = pa.effective_by_group(), pb.effective_by_group()
     return PlanDiff(
-        a_name=pa.name, b_name=pb.name, equal=ca == cb,
+        a_name=pa.name, b_name=pb.name, equal=ca == cb and not size_changes,
         a_order=pa.canonical_order(), b_order=pb.canonical_order(),
         alignment=_align(pa, pb),
         depth=(pa.main.depth, pb.main.depth), encoder=(pa.main.split, pb.main.split),
         skips=(pa.main.n_skips, pb.main.n_skips), blocks=(len(pa.blocks), len(pb.blocks)),
-        paths=paths, changes=changes,
+        paths=paths, changes=changes + size_changes,
         unique_by_group={g: (ua[g], ub[g]) for g in GROUPS} | {"total": (sum(ua.values()), sum(ub.values()))},
         effective_by_group={g: (ea[g], eb[g]) for g in GROUPS} | {"total": (sum(ea.values()), sum(eb.values()))},
         estimate=_estimates(pa, pb) if estimates else {},

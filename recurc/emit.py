@@ -54,6 +54,7 @@ SOURCES: tuple[tuple[str, str, str], ...] = (
     ("recurc.quant", "recurc/quant.py", "quantization, serialization, compression"),
     ("runtime.checkpoint", "runtime/checkpoint.py", "checkpoints"),
     ("runtime.log", "runtime/log.py", "logging"),
+    ("recurc.fit_budget", "recurc/fit_budget.py", "fitting the artifact to the budget"),
     ("runtime.export", "runtime/export.py", "export: the artifact"),
     ("runtime.train", "runtime/train.py", "training"),
 )

@@ -303,6 +303,8 @@ class QuantSettings:
     compressor: Compressor
     weights: str                 # the trained-weight profile the size model assumes
     anchor: str | None = None    # the size model's sibling "PATH=BYTES" (quant.anchor)
+    fit_budget: bool = True      # export fits the artifact to the budget (recurc/fit_budget.py)
+    fit_margin: int = 0          # ... this many bytes under it
 
 
 @dataclass(frozen=True)

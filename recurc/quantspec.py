@@ -85,6 +85,10 @@ class QuantSpec(Strict):
     # a sibling spec whose artifact was measured, "PATH=BYTES" (compressed model bytes; PATH
     # relative to the spec file): the size model then predicts only the difference to it
     anchor: str | None = None
+    # export: when the artifact comes out over the budget, prune the cheapest ±1 values, then coarsen
+    # a clip or drop a bit, until it fits `fit_margin` bytes under it (recurc/fit_budget.py)
+    fit_budget: bool = True
+    fit_margin: int = Field(0, ge=0)
 
     @field_validator("weights")
     @classmethod

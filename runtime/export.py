@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from recurc import quant
+from recurc import fit_budget, quant
 from recurc.plan import Plan
 from runtime.checkpoint import atomic_write_bytes
 from runtime.evaluate import EvalResult, autocast_context
@@ -150,17 +150,29 @@ def export_model(model: nn.Module, plan: Plan, out_path: str | Path, *,
             hessians[name] = np.eye(n)
         if missing:
             notes.append(f"no Linear input to hook for {', '.join(missing)}: rounded without GPTQ")
-    blob = quantize_model(model, plan, hessians)
+    # the artifact, fitted to the budget when it comes out over (recurc/fit_budget.py)
+    code_for_fit = plan.code.bytes or 0   # code.emit: the script's bytes are not known here (note below)
+    unfitted_path = Path(out_path).with_name(fit_budget.UNFITTED_NAME)
+    unfitted_path.unlink(missing_ok=True)
+    blob, unfitted, fit = fit_budget.fitted_artifact(
+        state_arrays(model, plan), plan_groups(plan), plan.quant, plan.budget - code_for_fit - plan.quant.fit_margin,
+        hessians=hessians, enabled=plan.quant.fit_budget)
+    if fit is not None and fit.changed:
+        atomic_write_bytes(unfitted_path, unfitted)
+        notes.append(f"fit to the budget: {'; '.join(fit.changes)} ({fit.before:,} → {fit.after:,} model bytes, "
+                     f"target {fit.target:,})")
     path = atomic_write_bytes(out_path, blob)
     file_bytes = path.stat().st_size
     assert file_bytes == len(blob), "artifact on disk differs from the bytes written"
     code = plan.code.bytes
     if code is None:
-        notes.append(f"code.emit={plan.code.emit}: code bytes come from `recurc emit`, not counted here")
+        notes.append(f"code.emit={plan.code.emit}: code bytes come from `recurc emit`, not counted here "
+                     "(nor in fitting the artifact to the budget: leave room with quant.fit_margin)")
     return {"artifact": str(path), "model_bytes": len(blob), "file_bytes": file_bytes, "code_bytes": code,
             "total_bytes": (code or 0) + len(blob), "budget": plan.budget,
             "fits": (code or 0) + len(blob) <= plan.budget, "gptq_tensors": len(want),
-            "quant_seconds": round(time.perf_counter() - t0, 2), "notes": notes}
+            "quant_seconds": round(time.perf_counter() - t0, 2), "notes": notes,
+            "fit_budget": fit.to_dict() if fit is not None else None}
 
 
 def export_run(trainer: "Trainer", pre: EvalResult) -> dict[str, Any]:
@@ -177,6 +189,10 @@ def export_run(trainer: "Trainer", pre: EvalResult) -> dict[str, Any]:
     trained = {n: p.detach().clone() for n, p in trainer.base.named_parameters()}
     load_arrays(trainer.base, read_artifact(path, plan))
     post = trainer.validate()
+    unfitted = path.with_name(fit_budget.UNFITTED_NAME)
+    if unfitted.exists():   # the fit changed the artifact: the BPB it would have had, for the log
+        load_arrays(trainer.base, read_artifact(unfitted, plan))
+        report["unfitted_bpb"] = trainer.validate().bpb
     with torch.no_grad():
         for n, p in trainer.base.named_parameters():
             p.copy_(trained[n])
