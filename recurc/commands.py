@@ -73,9 +73,16 @@ def add_build(p: argparse.ArgumentParser) -> None:
 
 # ---------------------------------------------------------------- schema
 def add_schema(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-o", "--output", help="write the schema to this file (default: stdout)")
+
     def run(args) -> int:
         from .spec import json_schema
-        print(json.dumps(json_schema(), indent=2))
+        text = json.dumps(json_schema(), indent=2) + "\n"
+        if args.output:
+            from .atomic import atomic_write
+            atomic_write(args.output, text)
+        else:
+            sys.stdout.write(text)
         return 0
     p.set_defaults(run=run)
 
@@ -125,6 +132,8 @@ def add_variants(p: argparse.ArgumentParser) -> None:
     p.add_argument("--all", action="store_true", help="also list variants that fail the constraints")
     p.add_argument("--workers", type=int, default=None, help="processes (default: all cores for big sweeps)")
     p.add_argument("-q", "--quiet", action="store_true", help="no table, no progress bar")
+    p.add_argument("--max", type=int, default=None, metavar="N",
+                   help="refuse sweeps of more than N variants (default 100,000), counted before any is made")
 
     def run(args) -> int:
         from pathlib import Path
@@ -134,7 +143,9 @@ def add_variants(p: argparse.ArgumentParser) -> None:
         rows, stats = variants(args.spec, overrides=args.overrides, rank=args.rank, top=args.top,
                                keep_failed=args.all, workers=args.workers,
                                progress=not args.quiet and not args.json and sys.stderr.isatty(),
-                               with_stats=True)
+                               with_stats=True, max_variants=args.max,
+                               announce=None if args.quiet else
+                               lambda n: print(f"{n:,} variants to make", file=sys.stderr))
         if args.output:
             write_specs(rows, args.output)
             write_json(rows, Path(args.output) / "variants.json", stats)

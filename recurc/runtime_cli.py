@@ -27,10 +27,10 @@ WHERE = "<command line>"
 
 def add_train_options(p: argparse.ArgumentParser) -> None:
     """runtime.train's options (shared with `python -m runtime.train`)."""
-    p.add_argument("--data", help=f"glob of training shards, e.g. 'data/fineweb10B_sp1024/fineweb_train_*.bin' "
+    p.add_argument("--data", help=f"glob of training shards, e.g. 'data/datasets/fineweb10B_sp1024/fineweb_train_*.bin' "
                                   f"(default: the demo data in {DEMO_DIR}, built when missing)")
     p.add_argument("--val", help="glob of validation shards (default: fineweb_val_*.bin beside --data)")
-    p.add_argument("--tokenizer", help="SentencePiece model for BPB, e.g. sp1024.model (required with --data)")
+    p.add_argument("--tokenizer", help="SentencePiece model for BPB, e.g. data/tokenizers/fineweb_1024_bpe.model (required with --data)")
     p.add_argument("-o", "--output", "--out", dest="out", metavar="DIR",
                    help="run folder for checkpoint, log and artifact (default runs/<spec name>)")
     p.add_argument("--resume", action="store_true", help="continue from DIR/checkpoint.pt if it exists")

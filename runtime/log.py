@@ -73,8 +73,10 @@ class RunLogger:
     """Writes events on rank 0; on other ranks every call is a no-op."""
 
     def __init__(self, json_path: str | Path | None = None, *, rank: int = 0, progress: Any = None,
-                 stream: TextIO | None = None) -> None:
+                 stream: TextIO | None = None, stdout_json: bool = False) -> None:
         self.enabled = rank == 0
+        # stdout not a terminal (a file, a pipe, a job log): print the JSON record, not the human line
+        self.stdout_json = stdout_json
         self.stream = stream or sys.stdout
         self._json: TextIO | None = None
         if self.enabled and json_path is not None:
@@ -104,14 +106,15 @@ class RunLogger:
         """Print the human line and append the JSON line."""
         if not self.enabled:
             return
-        line = format_human(event, record)
-        if self._progress is not None:
-            self._progress.print(line)
+        rec = json.dumps(_jsonable({"event": event, "time": round(time.time(), 3), **record}))
+        if self.stdout_json:
+            print(rec, file=self.stream, flush=True)
+        elif self._progress is not None:
+            self._progress.print(format_human(event, record))
         else:
-            print(line, file=self.stream, flush=True)
+            print(format_human(event, record), file=self.stream, flush=True)
         if self._json is not None:
-            rec = {"event": event, "time": round(time.time(), 3), **record}
-            self._json.write(json.dumps(_jsonable(rec)) + "\n")
+            self._json.write(rec + "\n")
             self._json.flush()
 
     def close(self) -> None:

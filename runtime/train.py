@@ -204,6 +204,7 @@ class RunConfig:
     micro_tokens: int | None
     export: bool
     progress: Any            # a progress display (runtime/progress.py) or None
+    stdout_json: bool = False  # print each record as a JSON line (stdout is not a terminal)
 
 
 class Trainer:
@@ -470,7 +471,7 @@ def resolve_data(args: argparse.Namespace, d: Dist) -> tuple[str, str, str]:
 
 def train_rank(cfg: RunConfig, plan: Plan, d: Dist) -> int:
     """This rank's part of a run: train, validate, export. Shared by `main` and emitted scripts."""
-    log = RunLogger(cfg.log_json, rank=d.rank, progress=cfg.progress)
+    log = RunLogger(cfg.log_json, rank=d.rank, progress=cfg.progress, stdout_json=cfg.stdout_json)
     try:
         try:
             trainer = Trainer(cfg, plan, d, log)
@@ -505,8 +506,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             log_json=Path(args.log_json or out / "log.jsonl"), log_every=max(1, args.log_every),
             val_every=spec.train.val_every if args.val_every is None else args.val_every,
             ckpt_every=args.ckpt_every, micro_tokens=args.micro_tokens, export=args.export,
-            progress=RichProgress() if (args.progress if args.progress is not None else sys.stderr.isatty())
-            else None)
+            stdout_json=not sys.stdout.isatty(),
+            progress=RichProgress(plan.train.max_wallclock_seconds)
+            if (args.progress if args.progress is not None else sys.stderr.isatty()) else None)
         return train_rank(cfg, plan, d)
     finally:
         if dist.is_initialized():
