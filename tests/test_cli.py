@@ -207,3 +207,26 @@ def test_python_api_takes_paths_specs_and_plans():
             "assert {'load_spec', 'make_plan', 'build', 'estimate', 'diff', 'variants', 'Plan', 'Spec'} <= set(dir(recurc))\n")
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
+
+
+# ---------------------------------------------------------------- training output
+def test_training_log_lines_are_json_when_stdout_is_not_a_terminal(tmp_path):
+    import io
+
+    from runtime.log import RunLogger, read_json_log
+    human, piped = io.StringIO(), io.StringIO()
+    for stream, as_json in ((human, False), (piped, True)):
+        log = RunLogger(tmp_path / f"{as_json}.jsonl", stream=stream, stdout_json=as_json)
+        log.event("step", step=3, steps=10, loss=4.5, tok_s=1234.0)
+        log.close()
+    assert human.getvalue().startswith("step 3/10 loss 4.5000")
+    rec = json.loads(piped.getvalue())
+    assert rec == read_json_log(tmp_path / "True.jsonl")[0] and rec["loss"] == 4.5 and rec["event"] == "step"
+
+
+def test_eta_counts_down_to_the_steps_or_the_wall_clock_cap():
+    from runtime.progress import eta_seconds
+    assert eta_seconds(0, 100, 0.0, None) is None
+    assert eta_seconds(10, 100, 5.0, None) == pytest.approx(45.0)        # 90 steps at 0.5 s
+    assert eta_seconds(10, 100, 5.0, 20.0) == pytest.approx(15.0)        # the cap comes first
+    assert eta_seconds(10, 100, 25.0, 20.0) == 0.0
