@@ -25,6 +25,7 @@ import math
 import os
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -230,9 +231,13 @@ class Trainer:
             # Paths that skip some tensors (the flat order before loops switch on) leave them
             # without gradients; DDP must then look for unused parameters.
             multi_path = len({ph.path for ph in plan.phases}) > 1
-            self.model = nn.parallel.DistributedDataParallel(
-                self.fwd, device_ids=[d.local_rank] if d.device.type == "cuda" else None,
-                broadcast_buffers=False, find_unused_parameters=multi_path)
+            with warnings.catch_warnings():
+                # torch >= 2.13 deprecates broadcast_buffers, but its replacement still syncs buffers
+                # at init; the flag is what we mean (and every rank would print the warning)
+                warnings.filterwarnings("ignore", message=".*broadcast_buffers.*", category=FutureWarning)
+                self.model = nn.parallel.DistributedDataParallel(
+                    self.fwd, device_ids=[d.local_rank] if d.device.type == "cuda" else None,
+                    broadcast_buffers=False, find_unused_parameters=multi_path)
         self.loader = self._loader()
         self.val = ValidationSet.load(cfg.val, cfg.tokenizer, seq_len, plan.model.vocab_size, t.val_tokens, d.device)
         self.val_batch_seqs = max(1, self.micro_tokens // seq_len)
