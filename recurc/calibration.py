@@ -62,7 +62,7 @@ RECORDS: tuple[Record, ...] = (
     Record("run loop45_sp8192", "specs/records/run_loop45_sp8192_1140steps.yaml", 35_943_512, 15_419_630, 1_140, 196_608,
            "benchmarks/results/loop45_sp8192_1140steps_log.jsonl", "run",
            tensors="benchmarks/results/loop45_sp8192_1140steps_tensors.json"),
-    Record("run loop35_parallel", "specs/records/run_loop35_parallel_sp8192_665steps.yaml", 35_943_512, 15_578_092,
+    Record("run loop35_parallel", "specs/records/run_loop35_parallel_sp8192_665steps.yaml", 35_944_536, 15_578_092,
            665, 196_608, "benchmarks/results/loop35_parallel_sp8192_665steps_log.jsonl", "run",
            tensors="benchmarks/results/loop35_parallel_sp8192_665steps_tensors.json"),
 )
