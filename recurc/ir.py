@@ -101,29 +101,91 @@ class Owner:
         return self.path
 
 
+# the row quantiles of |w| the clip search ("GPTQ-lite") tries
+CLIP_SEARCH_QUANTILES = (0.999, 0.9995, 0.9999, 0.99999, 1.0)
+
+
 @dataclass(frozen=True)
 class ClipRule:
-    kind: Literal["percentile", "std"] = "percentile"
+    """percentile: the value-th percentile of |w| per row; std: value * std(row); absmax: max|w|
+    per row (no floor); search: of `candidates` (row quantiles of |w|), the one with the least
+    reconstruction MSE, per row or per matrix (`per`)."""
+    kind: Literal["percentile", "std", "absmax", "search"] = "percentile"
     value: float = 99.99984
+    candidates: tuple[float, ...] = CLIP_SEARCH_QUANTILES
+    per: Literal["row", "matrix"] = "row"
 
 
 @dataclass(frozen=True)
 class GroupQuant:
     """How the large tensors of one group are stored (the resolved `quant.groups.<g>`)."""
-    scheme: Literal["int", "ternary", "fp16", "fp32"] = "int"
+    scheme: Literal["int", "ternary", "fp8", "fp16", "fp32"] = "int"
     bits: int = 8
     clip: ClipRule = ClipRule()
     gptq: bool = False
     scale_dtype: Literal["fp16", "fp32"] = "fp16"
+    group_size: int = 0            # ternary: one scale per this many values (flattened); 0: per row
+    packing: Literal["int8", "base3"] = "int8"   # ternary values: a byte each, or 5 trits a byte
+    fp8_scale: Literal["none", "row"] = "none"   # fp8: plain e4m3 cast, or rows scaled to absmax 448
+
+
+@dataclass(frozen=True)
+class QuantPatch:
+    """Fields of a GroupQuant that a per-tensor rule replaces (None keeps the group's)."""
+    scheme: Literal["int", "ternary", "fp8", "fp16", "fp32"] | None = None
+    bits: int | None = None
+    clip: ClipRule | None = None
+    gptq: bool | None = None
+    scale_dtype: Literal["fp16", "fp32"] | None = None
+    group_size: int | None = None
+    packing: Literal["int8", "base3"] | None = None
+    fp8_scale: Literal["none", "row"] | None = None
+
+
+@dataclass(frozen=True)
+class Override:
+    """`quant.overrides[i]`: tensors whose state-dict name matches one of the globs take `set`;
+    `force` quantizes them even at or below passthrough_max_numel (small gate matrices)."""
+    match: tuple[str, ...]
+    set: QuantPatch = QuantPatch()
+    force: bool = False
+
+
+@dataclass(frozen=True)
+class RankRule:
+    """`quant.rank`: among the integer matrices matching `match`, the `forced` ones and the
+    `count` (or `fraction`) others with the largest Hessian trace take `top`, the rest `rest`.
+    Without a Hessian for a candidate: refuse, or put it in top / rest (`without_hessians`)."""
+    match: tuple[str, ...] = ("*",)
+    forced: tuple[str, ...] = ()
+    count: int | None = None
+    fraction: float | None = None
+    top: QuantPatch = QuantPatch(bits=6)
+    rest: QuantPatch = QuantPatch(bits=5)
+    by: Literal["hessian_trace"] = "hessian_trace"
+    without_hessians: Literal["refuse", "top", "rest"] = "refuse"
+
+
+@dataclass(frozen=True)
+class LQERSettings:
+    """`quant.lqer`: the `top_k` integer matrices (matching `match`) with the largest quantization-
+    error norm also store a rank-`rank` SVD of their error E ≈ A·B: A = U·S as `a_bits` integers
+    with one fp16 scale, B = Vᵀ as `b_bits` integers with one fp16 scale per `b_group` columns."""
+    rank: int = 4
+    top_k: int = 3
+    a_bits: int = 2
+    b_bits: int = 4
+    b_group: int = 64
+    match: tuple[str, ...] = ("*",)
 
 
 @dataclass(frozen=True)
 class Storage:
     """What export does with one tensor, decided from (shape, dtype, group, quant) alone, so the
     export (recurc.quant) and the size model (recurc.sizemodel) apply the very same rule."""
-    kind: Literal["int", "ternary", "passthrough"]
-    bits: int = 8                  # int: 2..8; ternary: 2 (stored as int8 values in -1..1)
-    per_row: bool = False          # int/ternary: one scale per row (2-D) else one per tensor
+    kind: Literal["int", "ternary", "fp8", "passthrough"]
+    bits: int = 8                  # int: 2..8; ternary: 2 (stored as int8 values in -1..1); fp8: 8
+    per_row: bool = False          # int/ternary/fp8: one scale per row (2-D) else one per tensor
     store_dtype: str = "float32"   # passthrough: numpy dtype name stored
     scale_dtype: str = "float16"   # per-row scale dtype ("float32" for per-tensor scales)
     gq: GroupQuant | None = None
@@ -247,7 +309,7 @@ class VirtualLayer:
     skip_from: int | None        # ... and the encoder layer whose output it adds
     parallel: bool               # attention and MLP read the same input
     xsa: bool                    # exclusive self-attention
-    attn: Owner                  # the modules this layer runs
+    attn: Owner | None           # the modules this layer runs (no attention: None)
     mlp: Owner
     scalars: Owner               # owner of attn_scale / mlp_scale / resid_mix
     per_pass: Owner | None       # owner of per-pass parameters (iteration embedding, FiLM, ...)
@@ -257,6 +319,7 @@ class VirtualLayer:
     depth_index: int | None      # row of the sinusoidal depth encoding: the main order's (block, pass)
     hooks: tuple[str, ...] = ()  # per-pass components this layer runs, in the order they apply
     values: tuple[tuple[str, int], ...] = ()   # (value component, its layer slot) added to v here
+    mlp_down: Owner | None = None  # the pass's own MLP down projection (sharing: mlp_down)
 
 
 @dataclass(frozen=True)
@@ -277,6 +340,10 @@ class ExecPath:
 class Phase:
     start: float       # training fraction from which `path` runs
     path: str
+    step: int | None = None   # or the step from which it runs (start is then step / iterations)
+
+    def started(self, fraction: float, step: int) -> bool:
+        return step >= self.step if self.step is not None else fraction >= self.start
 
 
 @dataclass(frozen=True)
@@ -305,6 +372,9 @@ class QuantSettings:
     anchor: str | None = None    # the size model's sibling "PATH=BYTES" (quant.anchor)
     fit_budget: bool = True      # export fits the artifact to the budget (recurc/fit_budget.py)
     fit_margin: int = 0          # ... this many bytes under it
+    overrides: tuple[Override, ...] = ()   # per-tensor rules by name, applied in order
+    rank: RankRule | None = None            # mixed precision by Hessian-trace rank
+    lqer: LQERSettings | None = None        # low-rank corrections of the worst-quantized matrices
 
 
 @dataclass(frozen=True)
@@ -343,6 +413,7 @@ class CodeSettings:
 class PerPassSettings:
     scope: Literal["looped", "all"]
     block_scalars: bool
+    q_gain: bool
     iteration_embedding: Literal["none", "learned", "sinusoidal"]
     timestep_cap: float
     residual_scale: Literal["none", "inv_sqrt_k"]
@@ -361,7 +432,7 @@ class Plan:
     params: tuple[ParamInfo, ...]
     components: tuple[ComponentUse, ...]   # components beyond the core, in spec order
     per_pass: PerPassSettings
-    sharing: Literal["block", "attention", "mlp"]
+    sharing: Literal["block", "attention", "mlp", "mlp_down"]
     skips: Literal["none", "unet", "gated_unet"]
     named_blocks: bool
     quant: QuantSettings
