@@ -17,7 +17,20 @@ Rules (see docs/size-model.md for the reasoning):
       proportional to sigma, which is what makes its entropy independent of sigma).
   Values are rounded with the fp32 scale (as the baseline does); the stored scale is fp16/fp32.
   Per-tensor (non-2-D) scale = clip/qmax, or 1.0 when the clip is 0 (baseline behaviour).
-- ternary scheme: per row scale = mean|w| (BitNet b1.58 absmean), values round(w/scale) in {-1,0,1}.
+  Clip `absmax` and `search` ("GPTQ-lite": of the row quantiles `candidates` of |w|, the one
+  with the least squared rounding error, per row or per matrix) floor the scale at 1e-12/qmax
+  only, and round with the scale as stored (fp16), so the error they minimise is the one shipped.
+- ternary scheme: per row scale = mean|w| (BitNet b1.58 absmean), values round(w/scale) in {-1,0,1};
+  with group_size G one scale per G values of the flattened tensor; packing base3 stores 5
+  trits a byte (sum of (t_i+1)*3^i), else one int8 a value.
+- fp8 scheme: IEEE-style e4m3fn bytes (torch.float8_e4m3fn: bias 7, no infinities, max 448),
+  round to nearest even, saturating at ±448; encoded in numpy (`fp8_encode`); with fp8_scale
+  "row" each row is divided by absmax/448 first (fp16 scales).
+- overrides and rank (quantspec.plan_tensor): per-tensor rules by state-dict name; the rank rule
+  ranks its candidates by trace(H) of the Hessians passed (`rank_top`).
+- LQER (spec.lqer): after quantizing, the top_k integer matrices by ||W - Q||_F store A (rows x r,
+  a_bits, one fp16 scale fitted by least squares) and B = Vᵀ (r x cols, b_bits, fp16 scale per
+  b_group columns) of the rank-r SVD of the error; dequantized W = Q + A·B.
 - passthrough: non-float tensors as-is; groups with scheme fp16/fp32 at that dtype; float
   tensors with numel <= passthrough_max_numel, or of a group absent from spec.groups, as
   control_dtype for groups "scalars"/"per_pass" and passthrough_dtype otherwise.
@@ -26,6 +39,7 @@ Rules (see docs/size-model.md for the reasoning):
 """
 from __future__ import annotations
 
+import fnmatch
 import io
 import json
 import lzma
@@ -40,7 +54,7 @@ import numpy as np
 from recurc.errors import SpecError
 from recurc.ir import GROUPS, Compressor, GroupQuant, QuantSettings, Storage  # noqa: F401
 from recurc.quantspec import (Kind,  # noqa: F401
-                              plan_tensor)
+                              plan_tensor, rank_candidates, rank_top_count)
 
 BASELINE_FORMAT = "int8_clean_per_row_v1"
 RECURC_TORCH_FORMAT = "recurc_int_per_row_v1"   # torch container, any bits / ternary / shuffle
@@ -54,8 +68,26 @@ GroupsArg = Mapping[str, str] | Callable[[str], str]
 
 # ----------------------------------------------------------------------------- data types
 @dataclass
+class LQERFactors:
+    """A rank-r correction W ≈ Q + A·B: A = a * a_scale (rows x r), B = b * b_scale per group of
+    `b_group` columns (r x cols)."""
+    a: np.ndarray           # int8 (rows, r)
+    a_scale: np.ndarray     # float16 ()
+    b: np.ndarray           # int8 (r, cols)
+    b_scale: np.ndarray     # float16 (r, ceil(cols / b_group))
+    b_group: int
+
+    def product(self) -> np.ndarray:
+        """A·B in float32."""
+        bs = np.repeat(self.b_scale.astype(np.float32), self.b_group, axis=1)[:, :self.b.shape[1]]
+        return (self.a.astype(np.float32) * np.float32(self.a_scale)) @ (self.b.astype(np.float32) * bs)
+
+
+@dataclass
 class QTensor:
-    """One stored tensor. int/ternary: `q` (int8 values) and `scale`; passthrough: `data`."""
+    """One stored tensor. int/ternary: `q` (int8 values) and `scale`; fp8: `q` (uint8 e4m3 codes)
+    and `scale` (None unscaled); passthrough: `data`. `q` is always unpacked (one element a
+    value); `packing` says how the container stores it."""
     name: str
     group: str
     shape: tuple[int, ...]
@@ -65,6 +97,9 @@ class QTensor:
     q: np.ndarray | None = None
     scale: np.ndarray | None = None
     data: np.ndarray | None = None
+    group_size: int = 0               # ternary: one scale per this many flattened values
+    packing: str = "int8"             # "base3": 5 trits a byte in the container
+    lqer: LQERFactors | None = None
 
 
 @dataclass
@@ -128,6 +163,12 @@ def _quantize_int(w: np.ndarray, plan: Storage, hessian: np.ndarray | None) -> t
         c = np.float32(clip)
         q = _round_clamp(np.clip(w, -c, c) / scale, qmax)
         return q, np.array(scale, dtype=np.float32)
+    if gq.clip.kind in ("absmax", "search"):
+        stored = _searched_scale(w, gq, qmax, plan.scale_dtype)
+        s = stored.astype(np.float32)
+        if gq.gptq:
+            return gptq_quantize(w, s, qmax, hessian), stored
+        return _round_clamp(w / s[:, None], qmax), stored
     clip = _row_clip(w, gq) if w.size else np.zeros(w.shape[0], np.float32)
     scale = _row_scale(clip, gq, qmax)
     clipped = np.maximum(np.minimum(w, clip[:, None]), -clip[:, None])
@@ -138,7 +179,49 @@ def _quantize_int(w: np.ndarray, plan: Storage, hessian: np.ndarray | None) -> t
     return q, scale.astype(plan.scale_dtype)
 
 
+def _stored_scale(scale: np.ndarray, dtype: str) -> np.ndarray:
+    """`scale` in its stored dtype, a scale that underflows to 0 replaced by 1 (its row is ~0)."""
+    st = scale.astype(dtype)
+    return np.where(st == 0, np.ones_like(st), st)
+
+
+def _searched_scale(w: np.ndarray, gq: GroupQuant, qmax: int, scale_dtype: str) -> np.ndarray:
+    """Row scales (stored dtype) of clip `absmax`, or of clip `search`: for each candidate row
+    quantile of |w| (1.0: the absmax), the squared error of rounding with that stored scale; the
+    least per row, or the least summed over the matrix (`per: matrix`, one quantile for all rows)."""
+    a = np.abs(w)
+    qs = (1.0,) if gq.clip.kind == "absmax" else gq.clip.candidates
+    best_s = best_e = None
+    for c in qs:
+        clip = a.max(axis=1) if c >= 1.0 else torch_quantile_rows(a, c)
+        s = _stored_scale(np.maximum(clip / np.float32(qmax), np.float32(STD_RULE_SCALE_FLOOR / qmax)), scale_dtype)
+        if len(qs) == 1:
+            return s
+        sf = s.astype(np.float32)[:, None]
+        err = np.square(w - _round_clamp(w / sf, qmax).astype(np.float32) * sf).sum(axis=1, dtype=np.float64)
+        if gq.clip.per == "matrix":
+            err = np.full_like(err, err.sum())
+        if best_s is None:
+            best_s, best_e = s, err
+        else:
+            better = err < best_e
+            best_s, best_e = np.where(better, s, best_s), np.where(better, err, best_e)
+    assert best_s is not None
+    return best_s
+
+
 def _quantize_ternary(w: np.ndarray, plan: Storage) -> tuple[np.ndarray, np.ndarray]:
+    gs = plan.gq.group_size if plan.gq is not None else 0
+    if gs:   # one absmean scale per `gs` values of the flattened tensor (the last group may be short)
+        flat = w.reshape(-1)
+        n_groups = -(-flat.size // gs)
+        pad = np.zeros(n_groups * gs, np.float32)
+        pad[:flat.size] = np.abs(flat)
+        counts = np.full(n_groups, gs, np.float64)
+        counts[-1] = flat.size - (n_groups - 1) * gs
+        scale = np.maximum(pad.reshape(n_groups, gs).sum(axis=1, dtype=np.float64) / counts, 1e-12).astype(np.float32)
+        q = _round_clamp(flat / np.repeat(scale, gs)[:flat.size], 1).reshape(w.shape)
+        return q, scale.astype(plan.scale_dtype)
     w2 = w if plan.per_row else w.reshape(1, -1)
     scale = np.maximum(np.abs(w2).mean(axis=1, dtype=np.float64), 1e-12).astype(np.float32)
     q = _round_clamp(w2 / scale[:, None], 1).reshape(w.shape)
@@ -179,15 +262,135 @@ def gptq_quantize(w: np.ndarray, scale: np.ndarray, qmax: int, hessian: np.ndarr
     return Q
 
 
+def _fp8_table() -> np.ndarray:
+    """The float32 value of each e4m3fn byte (bias 7, subnormals, 0x7f/0xff NaN, max 448)."""
+    c = np.arange(256)
+    e, m = (c >> 3) & 15, (c & 7).astype(np.float64)
+    mag = np.where(e == 0, m / 8.0 * 2.0 ** -6, (1.0 + m / 8.0) * 2.0 ** (e - 7.0))
+    val = np.where(c >= 128, -mag, mag)
+    val[(c & 127) == 127] = np.nan
+    return val.astype(np.float32)
+
+
+FP8_MAX = 448.0
+
+
+def fp8_encode(x: np.ndarray) -> np.ndarray:
+    """float32 -> e4m3fn bytes, round to nearest (ties to the even code), saturating at ±448
+    (finite input only): the bytes `torch.Tensor.to(torch.float8_e4m3fn)` gives in range."""
+    pos = _fp8_table()[:127]                       # codes 0..126, ascending
+    a = np.minimum(np.abs(x.astype(np.float32)), np.float32(FP8_MAX))
+    hi = np.clip(np.searchsorted(pos, a, side="left"), 1, 126)
+    lo = hi - 1
+    dlo, dhi = a - pos[lo], pos[hi] - a
+    code = np.where(dlo < dhi, lo, np.where(dhi < dlo, hi, np.where(lo % 2 == 0, lo, hi)))
+    code = np.where(a == 0, 0, code)
+    return (code + np.where(np.signbit(x), 128, 0)).astype(np.uint8)
+
+
+def fp8_decode(codes: np.ndarray) -> np.ndarray:
+    return _fp8_table()[codes.astype(np.intp)]
+
+
+def _quantize_fp8(w: np.ndarray, plan: Storage) -> tuple[np.ndarray, np.ndarray | None]:
+    if not plan.per_row:
+        return fp8_encode(w), None
+    s = _stored_scale(np.maximum(np.abs(w).max(axis=1) / np.float32(FP8_MAX), np.float32(1e-30)), plan.scale_dtype)
+    return fp8_encode(w / s.astype(np.float32)[:, None]), s
+
+
+def rank_top(spec: QuantSettings, tensors: list[tuple[str, tuple[int, ...], str, str]],
+             hessians: Mapping[str, np.ndarray] | None) -> dict[str, bool]:
+    """The rank rule's decision for each candidate of (name, shape, dtype, group) tensors: True
+    takes `top`. Forced names are top; of the others that have a Hessian, the `count` (`fraction`)
+    with the largest trace(H) (ties by name); one without a Hessian refuses, or goes to the set
+    `without_hessians` names."""
+    rank = getattr(spec, "rank", None)
+    if rank is None:
+        return {}
+    forced, ranked = rank_candidates(tensors, spec)
+    have = hessians or {}
+    missing = [n for n in ranked if n not in have]
+    if missing and rank.without_hessians == "refuse":
+        more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
+        raise SpecError(f"quant.rank ranks tensors by Hessian trace, but no Hessian was given for {missing[0]!r}{more}",
+                        hint="pass hessians for every rank candidate, or set quant.rank.without_hessians to "
+                             "top or rest to place a tensor without one there")
+    traced = sorted((n for n in ranked if n in have), key=lambda n: (-float(np.trace(np.asarray(have[n]))), n))
+    k = rank_top_count(rank, len(traced))
+    out = {n: True for n in forced}
+    out.update({n: i < k for i, n in enumerate(traced)})
+    out.update({n: rank.without_hessians == "top" for n in missing})
+    return out
+
+
+def _quantize_int_codes(x: np.ndarray, bits: int, group: int) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric integers of `bits` with one fp16 absmax scale per `group` columns of each row."""
+    qmax = 2 ** (bits - 1) - 1
+    rows, cols = x.shape
+    n_groups = -(-cols // group)
+    pad = np.zeros((rows, n_groups * group), np.float32)
+    pad[:, :cols] = np.abs(x)
+    s = _stored_scale(pad.reshape(rows, n_groups, group).max(axis=2) / np.float32(qmax), "float16")
+    sf = np.repeat(s.astype(np.float32), group, axis=1)[:, :cols]
+    return _round_clamp(x / sf, qmax), s
+
+
+def lqer_factors(err: np.ndarray, lq: object) -> LQERFactors:
+    """Rank-r correction of a quantization error E (rows, cols): B = Vᵀ in b_bits with group
+    scales, A = U·S in a_bits; A's one scale is the least-squares fit of the codes' product to E
+    (so ||E - A·B|| <= ||E|| up to its fp16 rounding), of the codes rounded at 1, 3/4, 1/2, 3/8
+    or 1/4 of A's absmax."""
+    rows, cols = err.shape
+    r = min(lq.rank, rows, cols)  # type: ignore[attr-defined]
+    e = err.astype(np.float64)
+    u, sv, vt = np.linalg.svd(e, full_matrices=False)
+    a = (u[:, :r] * sv[:r]).astype(np.float32)
+    b, b_scale = _quantize_int_codes(vt[:r].astype(np.float32), lq.b_bits, lq.b_group)  # type: ignore[attr-defined]
+    bd = (b.astype(np.float32) * np.repeat(b_scale.astype(np.float32), lq.b_group, axis=1)[:, :cols]).astype(np.float64)  # type: ignore[attr-defined]
+    aqmax = 2 ** (lq.a_bits - 1) - 1  # type: ignore[attr-defined]
+    amax = float(np.abs(a).max()) if a.size else 0.0
+    best = (float(np.square(e).sum()), np.zeros((rows, r), np.int8), np.float16(0))
+    for frac in (1.0, 0.75, 0.5, 0.375, 0.25):
+        if amax == 0:
+            break
+        qa = _round_clamp(a / np.float32(amax * frac / aqmax), aqmax)
+        prod = qa.astype(np.float64) @ bd
+        pp = float(np.square(prod).sum())
+        if pp == 0:
+            continue
+        sa = np.float16(float((e * prod).sum()) / pp)
+        resid = float(np.square(e - np.float64(sa) * prod).sum())
+        if resid < best[0]:
+            best = (resid, qa, sa)
+    return LQERFactors(best[1], np.array(best[2], np.float16), b, b_scale, lq.b_group)  # type: ignore[attr-defined]
+
+
+def _add_lqer(qstate: QuantizedState, weights: dict[str, np.ndarray], spec: QuantSettings) -> None:
+    """Attach LQER factors to the top_k matrices (by quantization-error norm) spec.lqer selects."""
+    lq = getattr(spec, "lqer", None)
+    if lq is None:
+        return
+    deq = dequantize_state(QuantizedState({n: t for n, t in qstate.tensors.items() if n in weights}))
+    cands = [n for n, t in qstate.tensors.items()
+             if t.kind == "int" and len(t.shape) == 2 and n in weights and any(fnmatch.fnmatchcase(n, g) for g in lq.match)]
+    errs = {n: weights[n] - deq[n].astype(np.float32) for n in cands}
+    ranked = sorted(cands, key=lambda n: (-float(np.square(errs[n], dtype=np.float64).sum()), n))
+    for n in ranked[:lq.top_k]:
+        qstate.tensors[n].lqer = lqer_factors(errs[n], lq)
+
+
 def quantize_state(state: Mapping[str, np.ndarray], groups: GroupsArg, spec: QuantSettings,
                    hessians: Mapping[str, np.ndarray] | None = None) -> QuantizedState:
     """Quantize a state dict. `groups` maps each name to one of quantspec.GROUPS;
-    `hessians[name]` (in x in) is required for every 2-D tensor of a group with gptq=True."""
+    `hessians[name]` (in x in) is required for every 2-D tensor of a group with gptq=True, and
+    (unless quant.rank.without_hessians says otherwise) for every candidate of quant.rank."""
     out = QuantizedState()
-    for name, arr in state.items():
-        a = np.asarray(arr)
-        group = _group_of(groups, name)
-        plan = plan_tensor(tuple(a.shape), a.dtype.name, group, spec)
+    items = [(name, np.asarray(arr), _group_of(groups, name)) for name, arr in state.items()]
+    top = rank_top(spec, [(n, tuple(a.shape), a.dtype.name, g) for n, a, g in items], hessians)
+    weights: dict[str, np.ndarray] = {}
+    for name, a, group in items:
+        plan = plan_tensor(tuple(a.shape), a.dtype.name, group, spec, name, top.get(name))
         qt = QTensor(name, group, tuple(a.shape), a.dtype.name, plan.kind, plan.bits)
         if plan.kind == "passthrough":
             qt.data = np.ascontiguousarray(a.astype(plan.store_dtype, copy=False))
@@ -200,9 +403,15 @@ def quantize_state(state: Mapping[str, np.ndarray], groups: GroupsArg, spec: Qua
                 hessian = _checked_hessian(name, w.shape, hessians)
             if plan.kind == "int":
                 qt.q, qt.scale = _quantize_int(w, plan, hessian)
+                weights[name] = w
+            elif plan.kind == "fp8":
+                qt.q, qt.scale = _quantize_fp8(w, plan)
             else:
                 qt.q, qt.scale = _quantize_ternary(w, plan)
+                assert plan.gq is not None
+                qt.group_size, qt.packing = plan.gq.group_size, plan.gq.packing
         out.tensors[name] = qt
+    _add_lqer(out, weights, spec)
     return out
 
 
@@ -224,12 +433,20 @@ def dequantize_state(qstate: QuantizedState) -> dict[str, np.ndarray]:
             assert t.data is not None
             out[name] = t.data.astype(t.orig_dtype, copy=False)
             continue
-        assert t.q is not None and t.scale is not None
-        s = t.scale.astype(np.float32)
-        if s.ndim > 0:
-            out[name] = (t.q.astype(np.float32) * s.reshape(-1, *([1] * (t.q.ndim - 1)))).astype(t.orig_dtype)
+        assert t.q is not None
+        v = fp8_decode(t.q) if t.kind == "fp8" else t.q.astype(np.float32)
+        if t.scale is None:        # unscaled fp8
+            w = v
+        elif t.group_size:
+            s = np.repeat(t.scale.astype(np.float32), t.group_size)[:v.size]
+            w = (v.reshape(-1) * s).reshape(v.shape)
+        elif t.scale.ndim > 0:
+            w = v * t.scale.astype(np.float32).reshape(-1, *([1] * (v.ndim - 1)))
         else:
-            out[name] = (t.q.astype(np.float32) * np.float32(s)).astype(t.orig_dtype)
+            w = v * np.float32(t.scale)
+        if t.lqer is not None:
+            w = w + t.lqer.product()
+        out[name] = w.astype(t.orig_dtype)
     return out
 
 
@@ -237,9 +454,36 @@ def raw_payload_bytes(qstate: QuantizedState) -> dict[str, int]:
     """Bytes of values + scales + passthrough per group, before container and compression."""
     res = {g: 0 for g in GROUPS}
     for t in qstate.tensors.values():
-        arrays = [t.data] if t.kind == "passthrough" else [t.q, t.scale]
+        arrays = [t.data] if t.kind == "passthrough" else [t.scale]
+        if t.q is not None:
+            res[t.group] += len(_values_bytes(t))
+        if t.lqer is not None:
+            arrays += [t.lqer.a, t.lqer.a_scale, t.lqer.b, t.lqer.b_scale]
         res[t.group] += sum(int(a.nbytes) for a in arrays if a is not None)
     return res
+
+
+def pack_base3(q: np.ndarray) -> bytes:
+    """Ternary values (-1, 0, 1), flattened, 5 to a byte: sum of (t_i + 1) * 3^i (at most 242)."""
+    t = q.reshape(-1).astype(np.int16) + 1
+    pad = np.ones(-(-t.size // 5) * 5, np.int16)   # padding trits decode to 0 values
+    pad[:t.size] = t
+    return (pad.reshape(-1, 5) @ np.array([1, 3, 9, 27, 81], np.int16)).astype(np.uint8).tobytes()
+
+
+def unpack_base3(b: bytes, n: int) -> np.ndarray:
+    """Inverse of pack_base3: `n` int8 ternary values."""
+    v = np.frombuffer(b, np.uint8).astype(np.int16)
+    if v.size != -(-n // 5) or (v > 242).any():
+        raise SpecError("corrupt artifact: base-3 packed values out of range or of the wrong length")
+    trits = (v[:, None] // np.array([1, 3, 9, 27, 81], np.int16)) % 3
+    return (trits.reshape(-1)[:n] - 1).astype(np.int8)
+
+
+def _values_bytes(t: QTensor) -> bytes:
+    """The bytes of a tensor's values as the containers store them."""
+    assert t.q is not None
+    return pack_base3(t.q) if t.packing == "base3" else np.ascontiguousarray(t.q).tobytes()
 
 
 # ----------------------------------------------------------------------------- compressors
@@ -305,7 +549,7 @@ def unpack(blob: bytes, spec: QuantSettings, groups: GroupsArg | None = None) ->
 
 def _is_baseline(qstate: QuantizedState, spec: QuantSettings) -> bool:
     return not spec.compressor.byte_shuffle and all(
-        t.kind == "passthrough" or (t.kind == "int" and t.bits == 8) for t in qstate.tensors.values())
+        t.kind == "passthrough" or (t.kind == "int" and t.bits == 8 and t.lqer is None) for t in qstate.tensors.values())
 
 
 def _serialize_torch(qstate: QuantizedState, spec: QuantSettings) -> bytes:
@@ -338,16 +582,29 @@ def _serialize_torch(qstate: QuantizedState, spec: QuantSettings) -> bytes:
             if t.data.dtype.name != t.orig_dtype:
                 orig[name] = t.orig_dtype
             continue
-        assert t.q is not None and t.scale is not None
-        quantized[name] = torch.from_numpy(t.q.copy())
-        scales[name] = tens(t.scale, f"scales/{name}", shuffled)
+        assert t.q is not None
+        quantized[name] = torch.frombuffer(bytearray(_values_bytes(t)), dtype=torch.uint8) \
+            if t.packing == "base3" else torch.from_numpy(t.q.copy())
+        if t.scale is not None:
+            scales[name] = tens(t.scale, f"scales/{name}", shuffled)
         dtypes[name] = t.orig_dtype
         if baseline:
-            if t.scale.ndim > 0:
+            if t.scale is not None and t.scale.ndim > 0:
                 qmeta[name] = {"scheme": "per_row", "axis": 0}
         else:
-            qmeta[name] = {"scheme": "per_row" if t.scale.ndim > 0 else "per_tensor", "axis": 0,
-                           "bits": t.bits, "kind": t.kind}
+            scheme = "per_group" if t.group_size else "per_row" if t.scale is not None and t.scale.ndim > 0 else \
+                "per_tensor" if t.scale is not None else "none"
+            meta: dict[str, object] = {"scheme": scheme, "axis": 0, "bits": t.bits, "kind": t.kind}
+            if t.group_size:
+                meta["group_size"] = t.group_size
+            if t.packing != "int8":
+                meta.update(packing=t.packing, shape=list(t.shape))
+            if t.lqer is not None:
+                lq = t.lqer
+                meta["lqer"] = {"a": torch.from_numpy(lq.a.copy()), "a_scale": torch.from_numpy(lq.a_scale.reshape(1).copy()),
+                                "b": torch.from_numpy(lq.b.copy()), "b_scale": torch.from_numpy(lq.b_scale.copy()),
+                                "b_group": lq.b_group}
+            qmeta[name] = meta
     obj: dict[str, object] = {"__quant_format__": BASELINE_FORMAT if baseline else RECURC_TORCH_FORMAT,
                               "quantized": quantized, "scales": scales, "dtypes": dtypes, "passthrough": passthrough}
     if qmeta:
@@ -381,9 +638,20 @@ def _deserialize_torch(raw: bytes) -> QuantizedState:
     qs = QuantizedState()
     for name, q in obj["quantized"].items():
         meta = qmeta.get(name, {})
-        qa = q.numpy().copy()
-        qs.tensors[name] = QTensor(name, "", tuple(qa.shape), obj["dtypes"][name], meta.get("kind", "int"),
-                                   int(meta.get("bits", 8)), q=qa, scale=arr(obj["scales"][name], f"scales/{name}"))
+        packing = meta.get("packing", "int8")
+        if packing == "base3":
+            shape = tuple(int(x) for x in meta["shape"])
+            qa = unpack_base3(q.numpy().tobytes(), math.prod(shape)).reshape(shape)
+        else:
+            qa = q.numpy().copy()
+        scale = arr(obj["scales"][name], f"scales/{name}") if name in obj["scales"] else None
+        t = QTensor(name, "", tuple(qa.shape), obj["dtypes"][name], meta.get("kind", "int"), int(meta.get("bits", 8)),
+                    q=qa, scale=scale, group_size=int(meta.get("group_size", 0)), packing=packing)
+        if "lqer" in meta:
+            lq = meta["lqer"]
+            t.lqer = LQERFactors(lq["a"].numpy().copy(), lq["a_scale"].numpy().reshape(()).copy(), lq["b"].numpy().copy(),
+                                 lq["b_scale"].numpy().copy(), int(lq["b_group"]))
+        qs.tensors[name] = t
     for name, p in obj["passthrough"].items():
         d = arr(p, f"passthrough/{name}")
         qs.tensors[name] = QTensor(name, "", tuple(d.shape), orig.get(name, d.dtype.name), "passthrough", data=d)
@@ -411,10 +679,22 @@ def _serialize_recurc(qstate: QuantizedState, spec: QuantSettings) -> bytes:
             e["d"] = t.data.dtype.name
             put(t.data, passes)
         else:
-            assert t.q is not None and t.scale is not None
-            e.update(b=t.bits, sd=t.scale.dtype.name, ss=list(t.scale.shape))
-            vals.append(t.q.tobytes())
-            put(t.scale, scales)
+            assert t.q is not None
+            e["b"] = t.bits
+            if t.scale is not None:
+                e.update(sd=t.scale.dtype.name, ss=list(t.scale.shape))
+                put(t.scale, scales)
+            if t.group_size:
+                e["gs"] = t.group_size
+            if t.packing != "int8":
+                e["p"] = t.packing
+            vals.append(_values_bytes(t))
+            if t.lqer is not None:   # A and B codes follow the tensor's values; their scales, its scale
+                lq = t.lqer
+                e["lq"] = [lq.a.shape[1], lq.b_group]
+                vals += [lq.a.tobytes(), lq.b.tobytes()]
+                put(lq.a_scale, scales)
+                put(lq.b_scale, scales)
         entries.append(e)
     header = json.dumps({"v": 1, "shuffle": shuffle, "t": entries}, separators=(",", ":")).encode()
     return b"".join([*vals, *scales, *passes, header, struct.pack("<I", len(header)), RECURC_MAGIC])
@@ -424,7 +704,15 @@ def _stream_bytes(e: dict) -> int:
     """Bytes a header entry's tensor takes in the streams (values + scale, or passthrough data)."""
     if e["k"] == "passthrough":
         return math.prod(e["s"]) * np.dtype(e["d"]).itemsize
-    return math.prod(e["s"]) + math.prod(e["ss"]) * np.dtype(e["sd"]).itemsize
+    n = math.prod(e["s"])
+    total = -(-n // 5) if e.get("p") == "base3" else n
+    if "ss" in e:
+        total += math.prod(e["ss"]) * np.dtype(e["sd"]).itemsize
+    if "lq" in e:
+        r, g = e["lq"]
+        rows, cols = e["s"]
+        total += rows * r + r * cols + 2 + r * -(-cols // g) * 2
+    return total
 
 
 def _deserialize_recurc(raw: bytes) -> QuantizedState:
@@ -462,16 +750,33 @@ def _deserialize_recurc(raw: bytes) -> QuantizedState:
         return np.frombuffer(b, dt).astype(dt.newbyteorder("="), copy=True).reshape(shape)
 
     qs = QuantizedState()
-    for e in entries:   # stream 1: values
+    lqer_codes: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for e in entries:   # stream 1: values (then any LQER codes)
         if e["k"] != "passthrough":
             n = int(np.prod(e["s"], dtype=np.int64))
-            q = np.frombuffer(take(n), np.int8).reshape(e["s"]).copy()
-            qs.tensors[e["n"]] = QTensor(e["n"], e["g"], tuple(e["s"]), e["o"], e["k"], e["b"], q=q)
+            packing = e.get("p", "int8")
+            if packing == "base3":
+                q = unpack_base3(take(-(-n // 5)), n).reshape(e["s"])
+            else:
+                q = np.frombuffer(take(n), np.uint8 if e["k"] == "fp8" else np.int8).reshape(e["s"]).copy()
+            qs.tensors[e["n"]] = QTensor(e["n"], e["g"], tuple(e["s"]), e["o"], e["k"], e["b"], q=q,
+                                         group_size=int(e.get("gs", 0)), packing=packing)
+            if "lq" in e:
+                r, (rows, cols) = e["lq"][0], e["s"]
+                lqer_codes[e["n"]] = (np.frombuffer(take(rows * r), np.int8).reshape(rows, r).copy(),
+                                      np.frombuffer(take(r * cols), np.int8).reshape(r, cols).copy())
         else:
             qs.tensors[e["n"]] = QTensor(e["n"], e["g"], tuple(e["s"]), e["o"], "passthrough")
-    for e in entries:   # stream 2: scales
+    for e in entries:   # stream 2: scales (then any LQER scales)
         if e["k"] != "passthrough":
-            qs.tensors[e["n"]].scale = take_arr(e["sd"], e["ss"])
+            if "ss" in e:
+                qs.tensors[e["n"]].scale = take_arr(e["sd"], e["ss"])
+            if "lq" in e:
+                r, g = e["lq"]
+                a, b = lqer_codes[e["n"]]
+                a_scale = take_arr("float16", [])
+                b_scale = take_arr("float16", [r, -(-e["s"][1] // g)])
+                qs.tensors[e["n"]].lqer = LQERFactors(a, a_scale, b, b_scale, g)
     for e in entries:   # stream 3: passthrough
         if e["k"] == "passthrough":
             qs.tensors[e["n"]].data = take_arr(e["d"], e["s"])
