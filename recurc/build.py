@@ -39,8 +39,10 @@ class Holder(nn.Module):
 class LayerRun:
     """Everything one virtual layer needs, resolved at build time."""
     index: int
-    attn: Attention
+    attn: Attention | None      # None: this layer runs no attention
     mlp: nn.Module
+    q_gain: Tensor | None       # a per-pass q_gain (per_pass.q_gain), else the attention's own
+    mlp_down: nn.Module | None  # a pass's own MLP down projection (sharing: mlp_down)
     scalars: nn.Module          # holds attn_scale, mlp_scale, resid_mix
     own: nn.Module | None       # the pass's module (per-pass tensors)
     hooks: tuple                # per-pass component hooks (pre/post) this layer runs
@@ -86,17 +88,21 @@ class RecurrentLM(nn.Module):
             if p.owner.kind == "pass" and p.owner.key not in self.passes:
                 self.passes[p.owner.key] = Holder()
         for blk in plan.blocks:
-            if blk.attn.kind == "block" and blk.attn.key == blk.name:
-                self.blocks[blk.name].attn = self._attention()
+            if blk.attn.kind == "block" and blk.attn.key == blk.name and self._has(blk.attn):
+                self.blocks[blk.name].attn = self._attention(blk.attn)
             if blk.mlp.kind == "block" and blk.mlp.key == blk.name:
                 self.blocks[blk.name].mlp = torch_component(blk.activation)(m.dim, blk.mlp_settings)
         for layer in plan.layers:
             for owner, part in ((layer.attn, "attn"), (layer.mlp, "mlp")):
-                if owner.kind == "pass" and owner.part == part and not hasattr(self.passes[owner.key], part):
+                if owner is not None and owner.kind == "pass" and owner.part == part \
+                        and not hasattr(self.passes[owner.key], part):
                     blk = plan.blocks[layer.block]
-                    mod = self._attention() if part == "attn" else \
+                    mod = self._attention(owner) if part == "attn" else \
                         torch_component(blk.activation)(m.dim, blk.mlp_settings)
                     setattr(self.passes[owner.key], part, mod)
+            if layer.mlp_down is not None and not hasattr(self.passes[layer.mlp_down.key], "mlp_down"):
+                blk = plan.blocks[layer.block]
+                self.passes[layer.mlp_down.key].mlp_down = CastedLinear(blk.mlp_hidden, m.dim, zero_init=True)
         # loose tensors (block scalars, per-pass tensors, skips): created from the Plan
         for p in plan.params:
             parent, _, leaf = p.name.rpartition(".")
@@ -106,7 +112,9 @@ class RecurrentLM(nn.Module):
         if not m.tied_embeddings:
             self.lm_head = nn.Linear(m.dim, m.vocab_size, bias=False)
         for p in plan.params:
-            init_tensor(self.get_parameter(p.name), p.init)
+            if not p.init.startswith("copy:"):
+                init_tensor(self.get_parameter(p.name), p.init)
+        self.copy_untied()
         # marks the head's input, so export can hook it for GPTQ of a tied embedding (no tensors)
         self.head_in = nn.Identity()
 
@@ -122,15 +130,27 @@ class RecurrentLM(nn.Module):
         self.hooks = {u.name: torch_component(u.name)(u) for u in plan.components if u.kind == "per_pass"}
         self.runs: dict[str, tuple[LayerRun, ...]] = {name: self._runs(name) for name in plan.paths}
 
+    @torch.no_grad()
+    def copy_untied(self) -> None:
+        """Set every pass-owned copy (init "copy:NAME") to the shared tensor it copies: at build,
+        and again by the trainer when loops switch on."""
+        for p in self.plan.params:
+            if p.init.startswith("copy:"):
+                self.get_parameter(p.name).copy_(self.get_parameter(p.init[5:]))
+
     def _add_stage(self, use: ComponentUse) -> None:
         if use.stage == "embed":
             self.embed_stage += (use.name,)
         else:
             self.input_stage += (use.name,)
 
-    def _attention(self) -> Attention:
+    def _has(self, owner: Owner) -> bool:
+        return f"{owner.path}.c_q.weight" in self.plan.param_by_name
+
+    def _attention(self, owner: Owner) -> Attention:
         m = self.plan.model
-        return Attention(m.dim, m.heads, m.kv_heads, m.q_gain_init, m.attention)
+        return Attention(m.dim, m.heads, m.kv_heads, m.q_gain_init, m.attention,
+                         own_q_gain=f"{owner.path}.q_gain" in self.plan.param_by_name)
 
     # ---- build-time resolution of owners
     def _module(self, owner: Owner) -> nn.Module:
@@ -140,7 +160,10 @@ class RecurrentLM(nn.Module):
         out = []
         for layer in self.plan.paths[path].layers:
             out.append(LayerRun(
-                index=layer.index, attn=self._module(layer.attn), mlp=self._module(layer.mlp),
+                index=layer.index, attn=self._module(layer.attn) if layer.attn is not None else None,
+                mlp=self._module(layer.mlp),
+                mlp_down=self._module(layer.mlp_down) if layer.mlp_down is not None else None,
+                q_gain=getattr(self._module(layer.per_pass), "q_gain", None) if layer.per_pass else None,
                 scalars=self._module(layer.scalars),
                 own=self._module(layer.per_pass) if layer.per_pass else None,
                 hooks=tuple(self.hooks[h] for h in layer.hooks),
@@ -191,9 +214,12 @@ class RecurrentLM(nn.Module):
         lane_merge: attention updates lane 0 only, the MLP lane 1 only."""
         s = run.scalars
         mix = s.resid_mix.to(lane0.dtype)
-        a = s.attn_scale.to(lane0.dtype) * run.attn(self._norm(mix[0] * lane0 + mix[1] * x0, run), self.rotary,
-                                                   run.xsa, mask, self._v_extra(run, prepared))
-        m = s.mlp_scale.to(lane0.dtype) * run.mlp(self._norm(lane1, run))
+        m = s.mlp_scale.to(lane0.dtype) * run.mlp(self._norm(lane1, run), run.mlp_down)
+        if run.attn is None:
+            a = torch.zeros_like(m)
+        else:
+            a = s.attn_scale.to(lane0.dtype) * run.attn(self._norm(mix[0] * lane0 + mix[1] * x0, run), self.rotary,
+                                                       run.xsa, mask, self._v_extra(run, prepared), run.q_gain)
         a, m = self._scaled(a, run), self._scaled(m, run)
         if self.lanes == "lane_merge":
             return lane0 + a, lane1 + m
@@ -232,12 +258,14 @@ class RecurrentLM(nn.Module):
         v_extra = self._v_extra(run, prepared)
         if run.parallel:
             h = self._norm(x, run)
-            a = run.attn(h, self.rotary, run.xsa, mask, v_extra)
-            x = x + self._scaled(attn_scale * a + mlp_scale * run.mlp(h), run)
-        else:
-            a = run.attn(self._norm(x, run), self.rotary, run.xsa, mask, v_extra)
+            update = mlp_scale * run.mlp(h, run.mlp_down)
+            if run.attn is not None:
+                update = update + attn_scale * run.attn(h, self.rotary, run.xsa, mask, v_extra, run.q_gain)
+            x = x + self._scaled(update, run)
+        elif run.attn is not None:
+            a = run.attn(self._norm(x, run), self.rotary, run.xsa, mask, v_extra, run.q_gain)
             x = x + self._scaled(attn_scale * a, run)
-            x = x + self._scaled(mlp_scale * run.mlp(self._norm(x, run)), run)
+            x = x + self._scaled(mlp_scale * run.mlp(self._norm(x, run), run.mlp_down), run)
         prev = outs[run.prev_pass] if run.prev_pass is not None else None
         for hook in run.hooks:
             x = hook.post(own, x_in, x, prev)

@@ -130,12 +130,42 @@ def _entropy_from_abs_probs(p: np.ndarray) -> tuple[float, float]:
     return float(-(sym * np.log2(sym)).sum()), huffman_bits(sym)
 
 
+def _top_order_stats(n: int, k: int, beta: float) -> np.ndarray:
+    """(k, quadrature points): the 1st..k-th largest |x| of n samples at the same quadrature
+    quantiles (comonotone: a row whose maximum is high has its next values high too)."""
+    return np.stack([_order_stat_quantiles(n, j, beta) for j in range(k)])
+
+
+def _searched_clips(n: int, bits: int, candidates: tuple[float, ...], beta: float) -> np.ndarray:
+    """Clip/sigma per quadrature point of clip `search` (quant.py's "GPTQ-lite"): of the candidate
+    row quantiles, the one whose rounding has the least squared error in that row, the error being
+    n·step²/12 for the values inside plus the squared excess of the order statistics above the
+    clip (clamped to it); `absmax` is the single candidate 1.0."""
+    qmax = 2 ** (bits - 1) - 1
+    above = max(1, min(n, max(n - 1 - int(np.floor(np.float32(c) * np.float32(n - 1))) for c in candidates) + 1))
+    top = _top_order_stats(n, above, beta)
+    best_clip = best_err = None
+    for c in candidates:
+        clip = top[0] if c >= 1.0 else np.array(_percentile_clips(n, 100.0 * c, beta))
+        step = clip / qmax
+        excess = np.clip(top - clip[None, :], 0.0, None)
+        err = n * step ** 2 / 12.0 + (excess ** 2).sum(axis=0)
+        if best_clip is None:
+            best_clip, best_err = clip, err
+        else:
+            better = err < best_err
+            best_clip, best_err = np.where(better, clip, best_clip), np.where(better, err, best_err)
+    assert best_clip is not None
+    return best_clip
+
+
 def value_entropy(kind: str, bits: int, rule: str, value: float, n: int, beta: float,
-                  sigma: float | None) -> tuple[float, float]:
+                  sigma: float | None, candidates: tuple[float, ...] = ()) -> tuple[float, float]:
     """(entropy, Huffman length) in bits/value of a tensor's quantized values under the weight-shape model.
 
     n: values sharing one scale (row length, or numel for per-tensor); sigma: absolute weight std
-    (only used by the percentile rule's scale floor 1/qmax; None = floor inactive)."""
+    (only used by the percentile rule's scale floor 1/qmax; None = floor inactive); candidates:
+    the row quantiles of clip `search`."""
     if kind == "ternary":
         _, _, m = _shape_table(beta)
         p0 = 1.0 - float(_surv(np.array([0.5 * m]), beta)[0])
@@ -143,6 +173,8 @@ def value_entropy(kind: str, bits: int, rule: str, value: float, n: int, beta: f
     qmax = 2 ** (bits - 1) - 1
     if rule == "std":
         clip = np.array([value])
+    elif rule in ("search", "absmax"):
+        clip = _searched_clips(n, bits, tuple(candidates) if rule == "search" else (1.0,), beta)
     else:
         clip = np.array(_percentile_clips(n, value, beta))
     step = clip / qmax

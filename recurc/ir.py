@@ -309,7 +309,7 @@ class VirtualLayer:
     skip_from: int | None        # ... and the encoder layer whose output it adds
     parallel: bool               # attention and MLP read the same input
     xsa: bool                    # exclusive self-attention
-    attn: Owner                  # the modules this layer runs
+    attn: Owner | None           # the modules this layer runs (no attention: None)
     mlp: Owner
     scalars: Owner               # owner of attn_scale / mlp_scale / resid_mix
     per_pass: Owner | None       # owner of per-pass parameters (iteration embedding, FiLM, ...)
@@ -319,6 +319,7 @@ class VirtualLayer:
     depth_index: int | None      # row of the sinusoidal depth encoding: the main order's (block, pass)
     hooks: tuple[str, ...] = ()  # per-pass components this layer runs, in the order they apply
     values: tuple[tuple[str, int], ...] = ()   # (value component, its layer slot) added to v here
+    mlp_down: Owner | None = None  # the pass's own MLP down projection (sharing: mlp_down)
 
 
 @dataclass(frozen=True)
@@ -339,6 +340,10 @@ class ExecPath:
 class Phase:
     start: float       # training fraction from which `path` runs
     path: str
+    step: int | None = None   # or the step from which it runs (start is then step / iterations)
+
+    def started(self, fraction: float, step: int) -> bool:
+        return step >= self.step if self.step is not None else fraction >= self.start
 
 
 @dataclass(frozen=True)
@@ -408,6 +413,7 @@ class CodeSettings:
 class PerPassSettings:
     scope: Literal["looped", "all"]
     block_scalars: bool
+    q_gain: bool
     iteration_embedding: Literal["none", "learned", "sinusoidal"]
     timestep_cap: float
     residual_scale: Literal["none", "inv_sqrt_k"]
@@ -426,7 +432,7 @@ class Plan:
     params: tuple[ParamInfo, ...]
     components: tuple[ComponentUse, ...]   # components beyond the core, in spec order
     per_pass: PerPassSettings
-    sharing: Literal["block", "attention", "mlp"]
+    sharing: Literal["block", "attention", "mlp", "mlp_down"]
     skips: Literal["none", "unet", "gated_unet"]
     named_blocks: bool
     quant: QuantSettings

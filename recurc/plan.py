@@ -78,16 +78,24 @@ def make_plan(spec: Spec) -> Plan:
     sched = spec.schedule
     main = _parse(spec.order, spec, "order")
     orders: dict[str, Order] = {"main": main}
-    phases: list[tuple[float, str]] = []
+    phases: list[Phase] = []
     if sched.progressive:
-        for step in sched.progressive:
-            name = f"repeats{step.repeats}"
-            orders[name] = _with_count(main, step.repeats, spec)
-            phases.append((step.at, name))
+        for i, step in enumerate(sched.progressive):
+            if step.order is not None:
+                order = _parse(step.order, spec, "schedule", "progressive", i, "order")
+                name = "main" if order.canonical() == main.canonical() else f"step{i}"
+            else:
+                order, name = _with_count(main, step.repeats, spec), f"repeats{step.repeats}"
+            orders[name] = order
+            phases.append(Phase(step.at, name))
+    elif isinstance(sched.loops_at, int):
+        # a step: the fraction is what the estimate weights the phases by
+        phases = [Phase(0.0, "before"), Phase(min(sched.loops_at / spec.train.iterations, 1.0), "main",
+                                              step=sched.loops_at)]
     elif sched.loops_at is not None:
-        phases = [(0.0, "before"), (sched.loops_at, "main")]
+        phases = [Phase(0.0, "before"), Phase(sched.loops_at, "main")]
     else:
-        phases = [(0.0, "main")]
+        phases = [Phase(0.0, "main")]
     if sched.eval_repeats is not None:
         orders["eval"] = _with_count(main, sched.eval_repeats, spec)
     elif sched.eval_order is not None:
@@ -136,21 +144,25 @@ def make_plan(spec: Spec) -> Plan:
     model = _model_shape(spec)
     uses = _component_uses(spec)
     ctx = _Context(spec, model, blocks, n_blocks, in_scope, counts_main, resolved["main"], uses)
-    paths: dict[str, ExecPath] = {name: ctx.path(name, orders[name], seq) for name, seq in resolved.items()}
-    n_skips = max((p.n_skips for k, p in paths.items() if k != "eval"), default=0)
-    if "eval" in paths and paths["eval"].n_skips > n_skips:
-        # More passes at evaluation move the U-Net split; only the trained skips exist, and the
-        # decoder layers nearest the split use them.
-        paths["eval"] = ctx.path("eval", orders["eval"], resolved["eval"], skip_cap=n_skips)
+    if spec.skip_count == "flat":
+        n_skips = n_blocks // 2 if spec.skips != "none" else 0
+        paths = {name: ctx.path(name, orders[name], seq, skip_cap=n_skips) for name, seq in resolved.items()}
+    else:
+        paths = {name: ctx.path(name, orders[name], seq) for name, seq in resolved.items()}
+        n_skips = max((p.n_skips for k, p in paths.items() if k != "eval"), default=0)
+        if "eval" in paths and paths["eval"].n_skips > n_skips:
+            # More passes at evaluation move the U-Net split; only the trained skips exist, and the
+            # decoder layers nearest the split use them.
+            paths["eval"] = ctx.path("eval", orders["eval"], resolved["eval"], skip_cap=n_skips)
 
     quant = from_data(QuantSettings, spec.quant.model_dump(mode="json"))
     params = tuple(ParamInfo(name, shape, group, owner, plan_tensor(shape, "float32", group, quant), init, comp)
                    for name, shape, group, owner, init, comp in ctx.tensors(paths, n_skips))
     return Plan(
         name=spec.name, description=spec.description, model=model, blocks=tuple(blocks), paths=paths,
-        phases=tuple(Phase(s, p) for s, p in phases), eval_path="eval" if "eval" in paths else "main",
+        phases=tuple(phases), eval_path="eval" if "eval" in paths else "main",
         params=params, components=uses,
-        per_pass=PerPassSettings(pp.scope, pp.block_scalars, pp.iteration_embedding, pp.timestep_cap,
+        per_pass=PerPassSettings(pp.scope, pp.block_scalars, pp.q_gain, pp.iteration_embedding, pp.timestep_cap,
                                  pp.residual_scale),
         sharing=spec.sharing, skips=spec.skips, named_blocks=named, quant=quant,
         train=from_data(TrainSettings, spec.train.model_dump(mode="json")),
@@ -295,7 +307,7 @@ class _Context:
             if layers != "all" and max(layers) >= limit:
                 raise SpecError(f"{u.name} lists layer {max(layers)}, but there are only {limit} "
                                 f"{u.get('index')} layers", where=spec.where("components"))
-        self.untie = {"attention": "mlp", "mlp": "attn"}.get(spec.sharing)
+        self.untie = {"attention": "mlp", "mlp": "attn", "mlp_down": "mlp_down"}.get(spec.sharing)
         # per-pass owners are keyed by (block, pass) of the main order
         self.main_owner: dict[tuple[int, int], int] = {}
         seen: dict[int, int] = {}
@@ -308,9 +320,9 @@ class _Context:
         spec, f, pp = self.spec, self.spec.features, self.spec.per_pass
         n = len(seq)
         split = order.split
-        n_skips = min(split, n - split) if spec.skips != "none" else 0
-        if skip_cap is not None:
-            n_skips = min(n_skips, skip_cap)
+        pairs = min(split, n - split) if spec.skips != "none" else 0
+        n_skips = min(pairs, skip_cap) if skip_cap is not None else pairs
+        share = spec.skip_past_last == "share" and n_skips > 0
         counts = _pass_counts(seq)
         seen: dict[int, int] = {}
         last_v: dict[int, int] = {}
@@ -321,18 +333,22 @@ class _Context:
             idx = v if f.index == "virtual" else b
             limit = n if f.index == "virtual" else self.n_blocks
             decoder_i = v - split
-            skip_slot = decoder_i if 0 <= decoder_i < n_skips else None
+            skip_slot = (decoder_i if 0 <= decoder_i < n_skips else
+                         n_skips - 1 if share and n_skips <= decoder_i < pairs else None)
             main_k = min(k, self.counts_main[b] - 1)     # a pass beyond the main order's K reuses the last
             owner_v = self.main_owner[(b, main_k)]
             scoped = self.in_scope(b)
             own = Owner("pass", str(owner_v))
             blk = self.blocks[b]
             attn, mlp = blk.attn, blk.mlp
+            if idx in f.no_attention:
+                attn = None
             # a later pass runs its own sub-module only where the main order has one for it
             if self.untie == "mlp" and main_k > 0 and scoped:
                 mlp = own.sub("mlp")
-            if self.untie == "attn" and main_k > 0 and scoped:
+            if self.untie == "attn" and main_k > 0 and scoped and attn is not None:
                 attn = own.sub("attn")
+            mlp_down = own.sub("mlp_down") if self.untie == "mlp_down" and main_k > 0 and scoped else None
             site = Site(self.model, own, blk, VirtualLayer(
                 owner_v, b, main_k, self.counts_main[b], "encoder", None, None, False, False,
                 attn, mlp, own, None, None, 1.0, 1.0, None))
@@ -347,7 +363,7 @@ class _Context:
                 xsa=f.xsa_last > 0 and idx >= limit - f.xsa_last,
                 attn=attn, mlp=mlp,
                 scalars=own if (pp.block_scalars and scoped) else Owner("block", blk.name),
-                per_pass=own if owned or (pp.block_scalars and scoped) else None,
+                per_pass=own if owned or ((pp.block_scalars or pp.q_gain) and scoped) else None,
                 prev_pass=prev,
                 norm_scale=(1 / math.sqrt((v if self.model.norm_scale_index == "virtual" else b) + 1)
                             if self.model.norm_scale == "inv_sqrt_layer" else 1.0),
@@ -355,6 +371,7 @@ class _Context:
                 residual_scale=1 / math.sqrt(self.counts_main[b]) if pp.residual_scale == "inv_sqrt_k" else 1.0,
                 depth_index=owner_v if scoped else None,
                 hooks=hooks,
+                mlp_down=mlp_down,
                 values=tuple((u.name, slot) for u in self.value_uses
                              if (slot := lookup(u.name).layer_slot(u, v, b)) is not None
                              and slot < self.value_slots[u.name]),
@@ -369,6 +386,11 @@ class _Context:
     def tensors(self, paths: dict[str, ExecPath], n_skips: int):
         """Every stored tensor exactly once, in the order the built module registers them:
         (name, shape, group, owner, init, component)."""
+        layers = [l for p in paths.values() for l in p.layers]
+        # attention modules some layer runs, and those some layer runs with the module's own q_gain
+        self.attention_runs = {l.attn for l in layers if l.attn is not None}
+        self.attention_q_gain = {l.attn for l in layers if l.attn is not None
+                                 and not (self.spec.per_pass.q_gain and self.in_scope(l.block))}
         m = self.model
         d, pp = m.dim, self.spec.per_pass
         r = m.embed_rank
@@ -385,8 +407,8 @@ class _Context:
                     for t in comp.tensors(u, site)]
         for blk in self.blocks:
             pre = Owner("block", blk.name)
-            if blk.attn == pre.sub("attn"):
-                out += self._attention(blk.attn)
+            if blk.attn == pre.sub("attn") and blk.attn in self.attention_runs:
+                out += self._attention(blk.attn, q_gain=blk.attn in self.attention_q_gain)
             if blk.mlp == pre.sub("mlp"):
                 out += self._mlp(blk.mlp, blk)
             if not (pp.block_scalars and self.in_scope(blk.index)):
@@ -395,11 +417,17 @@ class _Context:
             own = Owner("pass", str(layer.index))
             blk = self.blocks[layer.block]
             if layer.attn == own.sub("attn"):
-                out += self._attention(layer.attn)
+                out += self._copied(self._attention(layer.attn, q_gain=layer.attn in self.attention_q_gain),
+                                    blk.attn)
             if layer.mlp == own.sub("mlp"):
-                out += self._mlp(layer.mlp, blk)
+                out += self._copied(self._mlp(layer.mlp, blk), blk.mlp)
+            if layer.mlp_down is not None:
+                out += self._copied([(f"{layer.mlp_down.path}.weight", (d, blk.mlp_hidden), "mlp", layer.mlp_down,
+                                      "zeros", blk.activation)], blk.mlp, {"weight": "proj.weight"})
             if layer.scalars == own:
                 out += self._scalars(own, "per_pass")
+            if pp.q_gain and self.in_scope(layer.block) and layer.per_pass == own:
+                out.append((f"{own.path}.q_gain", (m.heads,), "per_pass", own, f"const:{m.q_gain_init}", ""))
             if layer.per_pass == own:
                 site = Site(m, own, blk, layer)
                 for u in self.per_pass_uses:
@@ -422,7 +450,7 @@ class _Context:
             out.append(("lm_head.weight", (m.vocab_size, d), "embeddings", MODEL, "zeros", ""))
         return out
 
-    def _attention(self, owner: Owner) -> list:
+    def _attention(self, owner: Owner, q_gain: bool = True) -> list:
         m = self.model
         kv = m.kv_heads * m.head_dim
         p, a = owner.path, m.attention
@@ -433,8 +461,9 @@ class _Context:
         else:
             out.append((f"{p}.c_k.weight", (kv, m.dim), "attention", owner, "module", ""))
         out += [(f"{p}.c_v.weight", (kv, m.dim), "attention", owner, "module", ""),
-                (f"{p}.proj.weight", (m.dim, m.dim), "attention", owner, "zeros", ""),
-                (f"{p}.q_gain", (m.heads,), "scalars", owner, f"const:{m.q_gain_init}", "")]
+                (f"{p}.proj.weight", (m.dim, m.dim), "attention", owner, "zeros", "")]
+        if q_gain:
+            out.append((f"{p}.q_gain", (m.heads,), "scalars", owner, f"const:{m.q_gain_init}", ""))
         if a.gate != "none":
             width = m.dim if a.gate == "dense" else a.gate_window
             out.append((f"{p}.gate.weight", (m.heads, width), "scalars", owner, "zeros", ""))
@@ -446,6 +475,17 @@ class _Context:
         site = Site(self.model, owner, blk, hidden=blk.mlp_hidden)
         return [(f"{owner.path}.{t.name}", t.shape, t.group, owner, t.init, blk.activation)
                 for t in comp.tensors(use, site)]
+
+    def _copied(self, tensors: list, shared: Owner, rename: dict[str, str] | None = None) -> list:
+        """A later pass's own tensors; with `untie_init: copy`, initialised as copies of the shared
+        sub-module's (init "copy:NAME", applied by build and again when loops switch on)."""
+        if self.spec.untie_init != "copy":
+            return tensors
+        out = []
+        for name, shape, group, owner, init, comp in tensors:
+            leaf = name[len(owner.path) + 1:]
+            out.append((name, shape, group, owner, f"copy:{shared.path}.{(rename or {}).get(leaf, leaf)}", comp))
+        return out
 
     def _scalars(self, owner: Owner, group: str) -> list:
         d, p = self.model.dim, owner.path

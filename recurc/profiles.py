@@ -93,7 +93,7 @@ class WeightProfile:
 
     @classmethod
     def from_json(cls, text: str) -> "WeightProfile":
-        d = json.loads(text)
+        d = json.loads(text, parse_constant=_no_constant)   # no NaN/Infinity
         if not isinstance(d, dict) or not {"name", "beta", "gptq_bits"} <= set(d):
             raise ValueError("a weight profile is a JSON object with name, beta and gptq_bits")
         return cls.make(str(d["name"]), dict(d["beta"]), dict(d["gptq_bits"]), str(d.get("source", "")),
@@ -125,7 +125,7 @@ TRAINED_BAND = 0.0017
 # (calibrate_sizemodel.py --fit-records prints them): the short profile's is its cross-prediction
 # error between our two short runs (fitted on one, predicting the other: +1.19 % / -1.03 %).
 SHORT_BAND = 0.0125
-BASELINE_BAND = 0.0107
+BASELINE_BAND = 0.0108
 GAUSSIAN_BAND = 0.0112
 # An anchored prediction's band: the worst error of one record predicted from another of its
 # family (same container and compressor) plus both seeds' spread (calibrate_sizemodel.py --fit-records).
@@ -181,15 +181,25 @@ def load_profile(ref: str) -> WeightProfile:
     if not ref.endswith(".json"):
         raise ValueError(f"unknown weight profile {ref!r}: use auto, a built-in one ({', '.join(PROFILES)}), "
                          "or give a .json file written by `recurc measure --save-profile`")
+    from .errors import SpecError
+    from .safeio import read_text
     path = Path(ref)
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise ValueError(f"cannot read weight profile {path}: {exc.strerror or exc}") from None
+    try:    # a regular file of bounded size only: never a FIFO or /dev/zero
+        text = read_text(path, MAX_PROFILE_BYTES, "weight profile")
+    except SpecError as exc:
+        raise ValueError(exc.message) from None
     try:
         return WeightProfile.from_json(text)
-    except (ValueError, TypeError) as exc:
-        raise ValueError(f"{path}: not a weight profile: {exc}") from None
+    except (ValueError, TypeError, RecursionError) as exc:   # RecursionError: JSON nested 100k deep
+        why = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)[:200]
+        raise ValueError(f"{path}: not a weight profile: {why}") from None
+
+
+MAX_PROFILE_BYTES = 1_000_000
+
+
+def _no_constant(name: str) -> float:
+    raise ValueError(f"{name} is not a number a profile may hold")
 
 
 def split_anchor(text: str) -> tuple[str, int]:

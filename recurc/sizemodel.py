@@ -228,13 +228,13 @@ _CACHE = _EntropyCache()
 
 
 def value_entropy(kind: str, bits: int, rule: str, value: float, n: int, beta: float,
-                  sigma: float | None) -> tuple[float, float]:
+                  sigma: float | None, candidates: tuple[float, ...] = ()) -> tuple[float, float]:
     """(entropy, Huffman length) in bits/value of a tensor's quantized values (recurc.entropy)."""
-    key = f"{kind}|{bits}|{rule}|{value!r}|{n}|{beta!r}|{sigma!r}"
+    key = f"{kind}|{bits}|{rule}|{value!r}|{n}|{beta!r}|{sigma!r}" + (f"|{candidates!r}" if candidates else "")
     hit = _CACHE.get(key)
     if hit is None:
         from recurc import entropy
-        hit = entropy.value_entropy(kind, bits, rule, value, n, beta, sigma)
+        hit = entropy.value_entropy(kind, bits, rule, value, n, beta, sigma, candidates)
         _CACHE.put(key, hit)
     return hit[0], hit[1]
 
@@ -268,7 +268,7 @@ def _tensor_value_bits(plan: Storage, shape: tuple[int, ...], group: str, comp: 
     gq = plan.gq
     assert gq is not None
     h, huff = value_entropy(plan.kind, plan.bits, gq.clip.kind, float(gq.clip.value), int(n), round(beta, 4),
-                            assume.sigma_of(group))
+                            assume.sigma_of(group), tuple(gq.clip.candidates) if gq.clip.kind == "search" else ())
     extra = gptq_bits if gq.gptq and plan.kind == "int" else 0.0
     return numel * (coded_bits(comp, h, huff) + extra)
 
@@ -304,7 +304,8 @@ def predict(tensors: Iterable[TensorDesc | tuple], spec: QuantSettings,
         n_scales = (shape[0] if plan.per_row else 1) * count
         sb = n_scales * _itemsize(plan.scale_dtype)
         sc = sb * stream_ratio(comp, plan.scale_dtype, shuffle, "scale")
-        rule = plan.gq.clip.kind if plan.kind == "int" and plan.gq is not None else "std"
+        # percentile, search and absmax clips are row order statistics: they read the tails
+        rule = "percentile" if plan.kind == "int" and plan.gq is not None and plan.gq.clip.kind != "std" else "std"
         vals = count * _tensor_value_bits(plan, shape, group, comp, assume, prof.beta_of(role, rule),
                                           prof.gptq_bits_of(role)) / 8
         g.raw_bytes += numel + sb

@@ -9,6 +9,7 @@ and sizes and nesting are bounded before anything is built.
 from __future__ import annotations
 
 import copy
+import os
 import re
 from pathlib import Path
 from typing import Any, Literal, Union
@@ -17,12 +18,17 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from .errors import SpecError
+from .safeio import read_text
 from .strict import Strict
 from .quantspec import QuantSpec
 
 MAX_SPEC_BYTES = 1_000_000
 MAX_YAML_DEPTH = 32
 MAX_EXTENDS_DEPTH = 16
+MAX_NAME_CHARS = 256              # spec and block names end up in file names, logs and tables
+MAX_DESCRIPTION_CHARS = 10_000
+MAX_BLOCKS = 512
+SPEC_SUFFIXES = (".yaml", ".yml")
 BLOCK_NAME = re.compile(r"^[A-Z][A-Z0-9_]*$")
 
 
@@ -94,7 +100,7 @@ class ModelSpec(Strict):
 
 class BlockSpec(Strict):
     """A named physical block, optionally overriding the MLP or borrowing a sub-module of another block."""
-    name: str
+    name: str = Field(max_length=MAX_NAME_CHARS)
     mlp: MLPSpec | None = None
     attention_from: str | None = Field(None, description="use this other block's attention (shared by reference)")
     mlp_from: str | None = Field(None, description="use this other block's MLP (shared by reference)")
@@ -102,7 +108,7 @@ class BlockSpec(Strict):
     @field_validator("name", "attention_from", "mlp_from")
     @classmethod
     def _name(cls, v: str | None) -> str | None:
-        if v is not None and not BLOCK_NAME.match(v):
+        if v is not None and not BLOCK_NAME.fullmatch(v):
             raise ValueError(f"block name {v!r} must be an upper-case identifier like A, B or PRE")
         return v
 
@@ -114,6 +120,7 @@ class PerPassSpec(Strict):
         "looped", description="which virtual layers get per-pass parameters: those of blocks run more than "
         "once, or all")
     block_scalars: bool = Field(False, description="attn_scale, mlp_scale and resid_mix per virtual layer")
+    q_gain: bool = Field(False, description="q_gain per virtual layer instead of per attention module")
     iteration_embedding: Literal["none", "learned", "sinusoidal"] = "none"
     film: bool = Field(False, description="FiLM scale and shift of the block input, per pass")
     timestep_scale: bool = Field(False, description="γ per pass scaling the block's residual update")
@@ -130,6 +137,8 @@ class FeaturesSpec(Strict):
     parallel_residual_from: int | None = Field(None, ge=0, description="attention and MLP read the same input "
                                                                         "from this layer on")
     xsa_last: int = Field(0, ge=0, description="exclusive self-attention on the last n layers")
+    no_attention: list[int] = Field(default_factory=list, description="layers that run no attention "
+                                    "(e.g. [0]); their blocks own no attention unless another layer runs it")
     residual_form: Literal["gptj", "two_lane", "lane_merge"] = Field(
         "gptj", description="the parallel residual from parallel_residual_from on: gptj (attention and MLP "
         "read one input), two_lane (lanes mixed by P (L,2,2) and r (L,2) per physical layer), lane_merge "
@@ -140,19 +149,28 @@ class FeaturesSpec(Strict):
 
     @model_validator(mode="after")
     def _index(self) -> "FeaturesSpec":
-        if self.index is None and (self.parallel_residual_from is not None or self.xsa_last):
+        if self.index is None and (self.parallel_residual_from is not None or self.xsa_last or self.no_attention):
             raise ValueError("say whether layer indices count `virtual` or `physical` layers (features.index)")
         return self
 
 
 class ProgressiveStep(Strict):
-    at: float = Field(ge=0, lt=1, description="training fraction from which this loop count runs")
-    repeats: int = Field(ge=1, le=64)
+    at: float = Field(ge=0, lt=1, description="training fraction from which this step runs")
+    repeats: int | None = Field(None, ge=1, le=64, description="the main order with this loop count")
+    order: str | None = Field(None, description="or an explicit order, e.g. 0..5,4 | 5,4,5,6..10")
+
+    @model_validator(mode="after")
+    def _one(self) -> "ProgressiveStep":
+        if (self.repeats is None) == (self.order is None):
+            raise ValueError("a progressive step gives exactly one of `repeats` and `order`")
+        return self
 
 
 class ScheduleSpec(Strict):
     """Depth schedule: which order runs when. Each distinct order is one prebuilt path."""
-    loops_at: float | None = Field(None, gt=0, lt=1, description="before this training fraction `before` runs")
+    loops_at: float | int | None = Field(
+        None, gt=0, description="when loops switch on: a training fraction (< 1), or a step (an integer ≥ 1); "
+        "before it `before` runs")
     before: str | None = Field(None, description="order before loops_at; default the flat 0..N-1")
     progressive: list[ProgressiveStep] | None = None
     eval_repeats: int | None = Field(None, ge=1, le=64, description="loop count at evaluation (K' > K)")
@@ -168,6 +186,8 @@ class ScheduleSpec(Strict):
                 raise ValueError("progressive steps must have strictly increasing `at`")
             if self.loops_at is not None:
                 raise ValueError("use either loops_at or progressive, not both")
+        if isinstance(self.loops_at, float) and self.loops_at >= 1:
+            raise ValueError("loops_at is a training fraction below 1, or an integer step")
         if self.eval_repeats is not None and self.eval_order is not None:
             raise ValueError("use either eval_repeats or eval_order, not both")
         if self.before is not None and self.loops_at is None:
@@ -198,7 +218,7 @@ class TrainSpec(Strict):
     grad_clip: float | None = Field(None, gt=0)
     val_every: int = Field(1000, ge=0)
     val_tokens: int | None = Field(None, ge=1, description="cap on validation tokens; default all")
-    seed: int = 1337
+    seed: int = Field(1337, ge=0, le=2**32 - 1, description="numpy and torch both take 32-bit seeds")
 
 
 class CodeSpec(Strict):
@@ -214,18 +234,29 @@ class CodeSpec(Strict):
 
 
 class Spec(Strict):
-    name: str = "unnamed"
-    description: str = ""
+    name: str = Field("unnamed", min_length=1, max_length=MAX_NAME_CHARS)
+    description: str = Field("", max_length=MAX_DESCRIPTION_CHARS)
     model: ModelSpec = ModelSpec()
     blocks: Union[int, list[Union[str, BlockSpec]]] | None = Field(
-        None, description="a count, or named blocks; default max index in the order + 1")
+        None, description="a count, or named blocks; default max index in the order + 1",
+        json_schema_extra={"maxItems": MAX_BLOCKS})
     order: str = Field(description='execution order, e.g. "0..3,(4,5)x2,6..10"')
-    sharing: Literal["block", "attention", "mlp"] = Field(
+    sharing: Literal["block", "attention", "mlp", "mlp_down"] = Field(
         "block", description="what the passes of one block share: everything, the attention only "
-        "(each later pass owns its MLP), or the MLP only")
+        "(each later pass owns its MLP), the MLP only (each later pass owns its attention), or all but "
+        "the MLP's down projection (each later pass owns that)")
+    untie_init: Literal["fresh", "copy"] = Field(
+        "fresh", description="how a later pass's own sub-module starts: freshly initialised, or a copy of "
+        "the shared one (made again when loops switch on, as records do)")
     per_pass: PerPassSpec = PerPassSpec()
     features: FeaturesSpec = FeaturesSpec()
     skips: Literal["none", "unet", "gated_unet"] = "unet"
+    skip_count: Literal["longest", "flat"] = Field(
+        "longest", description="how many skip weights exist: the training order with most encoder/decoder "
+        "pairs, or the flat order's (blocks // 2)")
+    skip_past_last: Literal["none", "share"] = Field(
+        "none", description="decoder layers past the last skip weight: no skip, or the last weight "
+        "(min(i, n-1)) with their mirrored encoder output")
     schedule: ScheduleSpec = ScheduleSpec()
     components: list[dict[str, Any]] = Field(
         default_factory=list, description="components beyond the core, in the order they apply: "
@@ -240,14 +271,21 @@ class Spec(Strict):
     @field_validator("blocks")
     @classmethod
     def _blocks(cls, v):
-        if isinstance(v, int) and not 1 <= v <= 512:
-            raise ValueError("blocks must be between 1 and 512")
+        if isinstance(v, int) and not 1 <= v <= MAX_BLOCKS:
+            raise ValueError(f"blocks must be between 1 and {MAX_BLOCKS}")
         if isinstance(v, list):
             if not v:
                 raise ValueError("blocks must name at least one block")
+            if len(v) > MAX_BLOCKS:
+                raise ValueError(f"{len(v):,} blocks named, more than the limit of {MAX_BLOCKS}")
+            for b in v:
+                if isinstance(b, str) and not (len(b) <= MAX_NAME_CHARS and BLOCK_NAME.fullmatch(b)):
+                    shown = b if len(b) <= 40 else b[:40] + "..."
+                    raise ValueError(f"block name {shown!r} must be an upper-case identifier like A, B or PRE "
+                                     f"(at most {MAX_NAME_CHARS} characters)")
             v = [BlockSpec(name=b) if isinstance(b, str) else b for b in v]
-            names = [b.name for b in v]
-            dup = sorted({n for n in names if names.count(n) > 1})
+            seen: set[str] = set()
+            dup = sorted({b.name for b in v if b.name in seen or seen.add(b.name)})
             if dup:
                 raise ValueError(f"block names must be unique, repeated: {', '.join(dup)}")
         return v
@@ -274,7 +312,21 @@ class Spec(Strict):
 
 # ---------------------------------------------------------------- YAML with positions
 # libyaml's parser when PyYAML has it (5x faster; same events, nodes and marks), else pure Python
-_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_BASE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _YAML_LOADER(_BASE_LOADER):  # type: ignore[misc, valid-type]
+    """The safe loader, with YAML 1.2's floats: `1e-3` is a number (YAML 1.1 wants `1.0e-3` and
+    reads `1e-3` as a string, which strict validation would then refuse)."""
+
+
+_YAML_LOADER.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"), list("-+0123456789."))
+
+# YAML 1.1 integers that YAML 1.2 reads differently (or not at all): 01000 is octal 512, 8:32 is
+# base 60 (512), 0b1 binary. A spec that means 1000 would silently get 512, so they are refused.
+_YAML11_NUMBER = re.compile(r"^[-+]?(?:0[0-7_]+|0b[01_]+|[0-9][0-9_]*(?::[0-5]?[0-9])+(?:\.[0-9_]*)?)$")
 
 
 def _at(origin: str, mark) -> str:
@@ -332,6 +384,13 @@ def _scalar(node: yaml.Node, origin: str) -> Any:
     if not isinstance(node, yaml.ScalarNode):
         raise SpecError("mapping keys must be plain names",
                         where=_at(origin, node.start_mark))
+    if node.tag in ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float") and _YAML11_NUMBER.match(node.value):
+        v = node.value
+        meaning = "base 60" if ":" in v else "binary" if "b" in v else "octal"
+        plain = v.replace("_", "").lstrip("+-").lstrip("0") or "0"
+        example = f" (e.g. {plain})" if meaning == "octal" else ""
+        raise SpecError(f"{v} is a YAML 1.1 {meaning} number, which is ambiguous", where=_at(origin, node.start_mark),
+                        hint=f"write a plain decimal number{example}, or quote it if you mean text")
     try:
         return yaml.constructor.SafeConstructor().construct_object(node, deep=True)
     except (yaml.YAMLError, ValueError, OverflowError) as exc:
@@ -375,38 +434,45 @@ def _anchor_paths(data: dict, base: Path) -> None:
     quant = data.get("quant")
     w = quant.get("weights") if isinstance(quant, dict) else None
     if isinstance(w, str) and w.endswith(".json") and not Path(w).is_absolute():
-        quant["weights"] = str((base / w).resolve())
+        quant["weights"] = os.path.normpath(base / w)     # no resolve(): a symlink loop would raise
     anchor = quant.get("anchor") if isinstance(quant, dict) else None
     if isinstance(anchor, str) and "=" in anchor:   # quant.anchor: SIBLING=BYTES, SIBLING like `extends`
         sib, _, n = anchor.rpartition("=")
         if sib.strip() and not Path(sib.strip()).is_absolute():
-            quant["anchor"] = f"{(base / sib.strip()).resolve()}={n}"
+            quant["anchor"] = f"{os.path.normpath(base / sib.strip())}={n}"
 
 
-def _resolve(path: Path, chain: tuple[Path, ...]) -> tuple[dict, dict[tuple, str]]:
+def _resolve(path: Path, chain: tuple[Path, ...], at: str | None = None) -> tuple[dict, dict[tuple, str]]:
+    """The merged data and positions of the spec at `path`; `at` is the `extends:` line naming it."""
     origin = str(path)
     if path in chain:
         cycle = " -> ".join(str(p) for p in (*chain, path))
         raise SpecError(f"`extends` forms a cycle: {cycle}", where=str(chain[-1]))
     if len(chain) >= MAX_EXTENDS_DEPTH:
         raise SpecError(f"`extends` chains deeper than {MAX_EXTENDS_DEPTH} specs", where=origin)
+    if not path.exists() and not path.is_symlink():
+        raise SpecError(f"spec file {origin} does not exist", where=at or (str(chain[-1]) if chain else None))
+    # only a regular file, read up to the limit (st_size is 0 for /dev/zero); no content echoed
     try:
-        if path.stat().st_size > MAX_SPEC_BYTES:
-            raise SpecError(f"the spec is larger than the limit of {MAX_SPEC_BYTES:,} bytes", where=origin)
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        where = str(chain[-1]) if chain else None
-        raise SpecError(f"spec file {origin} does not exist", where=where) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SpecError(f"cannot read spec file: {exc}", where=origin) from None
+        text = read_text(path, MAX_SPEC_BYTES, "spec file")
+    except SpecError as exc:
+        raise SpecError(exc.message, where=at, hint=exc.hint) from None
     data, where = parse_yaml(text, origin)
     _anchor_paths(data, path.parent)
     parent = data.pop("extends", None)
     if parent is None:
         return data, where
-    if not isinstance(parent, str):
+    if not isinstance(parent, str) or not parent or "\0" in parent:
         raise SpecError("`extends` takes the path of one spec", where=where.get(("extends",)))
-    base, base_where = _resolve((path.parent / parent).resolve(), (*chain, path))
+    if not parent.endswith(SPEC_SUFFIXES):
+        raise SpecError(f"`extends` names a spec file ending in {' or '.join(SPEC_SUFFIXES)}",
+                        where=where.get(("extends",)), hint="extends: baseline.yaml")
+    try:
+        target = (path.parent / parent).resolve()
+    except (OSError, RuntimeError) as exc:        # a symlink loop, a name too long
+        raise SpecError(f"cannot read spec file {parent}: {getattr(exc, 'strerror', None) or exc}",
+                        where=where.get(("extends",))) from None
+    base, base_where = _resolve(target, (*chain, path), where.get(("extends",)))
     merged_where = dict(base_where)
     merged_where.update({k: v for k, v in where.items() if k != ("extends",)})
     return _deep_merge(base, data), merged_where
@@ -424,6 +490,24 @@ def _set_path(data: dict, keys: list[str], value: Any, text: str) -> None:
     node[keys[-1]] = value
 
 
+def _is_text_field(keys: list[str]) -> bool:
+    """Whether the spec field at `keys` holds text (str or str | None), by the models' annotations."""
+    model: Any = Spec
+    for i, k in enumerate(keys):
+        f = getattr(model, "model_fields", {}).get(k)
+        if f is None:
+            return False
+        ann = f.annotation
+        args = [a for a in getattr(ann, "__args__", (ann,)) if a is not type(None)]
+        if i == len(keys) - 1:
+            return args == [str]
+        nested = [a for a in args if isinstance(a, type) and issubclass(a, BaseModel)]
+        if len(nested) != 1:
+            return False
+        model = nested[0]
+    return False
+
+
 def apply_overrides(data: dict, where: dict[tuple, str], overrides: list[str]) -> dict:
     data = copy.deepcopy(data)
     for text in overrides:
@@ -433,7 +517,10 @@ def apply_overrides(data: dict, where: dict[tuple, str], overrides: list[str]) -
             raise SpecError(f"an override is key.path=value, got {text!r}", where="<override>",
                             hint='e.g. model.dim=576 or order="0..3,(4,5)x2,6..8"')
         value, _ = parse_yaml(f"v: {raw}", f"<override {text}>") if raw.strip() else ({"v": None}, {})
-        _set_path(data, keys, value["v"], text)
+        v = value["v"]
+        if isinstance(v, (int, float, bool)) and _is_text_field(keys):
+            v = raw.strip()           # order=0x2 is the order "0x2", not the integer 2
+        _set_path(data, keys, v, text)
         for p in list(where):
             if p[: len(keys)] == tuple(keys):
                 del where[p]
@@ -464,6 +551,10 @@ def validate(data: dict, where: dict[tuple, str], origin: str) -> Spec:
             if loc[:n] in where:
                 pos = where[loc[:n]]
                 break
+        # an override inside the failing section is the likelier culprit than the section's line
+        inside = [v for k, v in where.items() if k[: len(loc)] == loc and v.startswith("<override")]
+        if inside and not (pos or "").startswith("<override"):
+            pos = inside[-1]
         field = ".".join(str(p) for p in loc) or "(spec)"
         more = f" (and {len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
         hint = None
@@ -476,12 +567,22 @@ def validate(data: dict, where: dict[tuple, str], origin: str) -> Spec:
     return spec
 
 
+def resolve_root(p: Path) -> tuple[dict, dict[tuple, str]]:
+    """_resolve for the spec the user named, with positions in the path as they typed it."""
+    if "\0" in str(p):
+        raise SpecError(f"cannot read spec file {str(p)!r}: the path holds a NUL byte")
+    try:
+        full = p.resolve() if p.exists() else p
+    except (OSError, RuntimeError) as exc:        # a symlink loop, a name too long
+        raise SpecError(f"cannot read spec file {p}: {getattr(exc, 'strerror', None) or exc}") from None
+    data, where = _resolve(full, ())
+    return data, {k: v.replace(str(full), str(p)) for k, v in where.items()}
+
+
 def load_spec(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Spec:
     """Read a YAML spec (following `extends`), apply `key.path=value` overrides, validate."""
     p = Path(path)
-    data, where = _resolve(p.resolve() if p.exists() else p, ())
-    # positions use the path as the user typed it where that is the root file
-    where = {k: v.replace(str(p.resolve()), str(p)) for k, v in where.items()}
+    data, where = resolve_root(p)
     data = apply_overrides(data, where, list(overrides))
     return validate(data, where, str(p))
 
@@ -490,10 +591,6 @@ def spec_from_text(text: str, origin: str = "<spec>", overrides: list[str] | tup
     data, where = parse_yaml(text, origin)
     if "extends" in data:
         raise SpecError("`extends` needs a spec loaded from a file", where=where.get(("extends",)))
-        # an override inside the failing section is the likelier culprit than the section's line
-        inside = [v for k, v in where.items() if k[: len(loc)] == loc and v.startswith("<override")]
-        if inside and not (pos or "").startswith("<override"):
-            pos = inside[-1]
     data = apply_overrides(data, where, list(overrides))
     return validate(data, where, origin)
 

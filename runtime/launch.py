@@ -22,6 +22,8 @@ def launch_command(spec: str, gpus: int, args: Sequence[str] = ()) -> list[str]:
 def launch_env(base: dict[str, str] | None = None) -> dict[str, str]:
     env = dict(os.environ if base is None else base)
     env["NCCL_NVLS_ENABLE"] = "0"
+    # torchrun's own default (one thread per rank), set here so it does not print a banner about it
+    env.setdefault("OMP_NUM_THREADS", "1")
     return env
 
 

@@ -18,7 +18,7 @@ class RichProgress:
                              TextColumn("{task.fields[info]}"), TimeElapsedColumn(), _eta_column(self._cap),
                              transient=True)
         self._bar.start()
-        self._task = self._bar.add_task("train", total=total, completed=completed, info="", start=completed)
+        self._task = self._bar.add_task("train", total=total, completed=completed, info="", first=completed)
 
     @property
     def active(self) -> bool:
@@ -53,8 +53,8 @@ def _eta_column(cap: float | None):
         """`ETA 1:23 (cap)` when the wall-clock cap ends the run before its steps do."""
 
         def render(self, task) -> Text:
-            eta = eta_seconds(int(task.completed - task.fields.get("start", 0)),
-                              int(task.total - task.fields.get("start", 0)), task.elapsed or 0.0, cap)
+            eta = eta_seconds(int(task.completed - task.fields.get("first", 0)),
+                              int(task.total - task.fields.get("first", 0)), task.elapsed or 0.0, cap)
             if eta is None:
                 return Text("ETA -:--", style="progress.remaining")
             capped = bool(cap) and (task.elapsed or 0.0) + eta >= cap - 1e-6

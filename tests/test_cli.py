@@ -93,6 +93,7 @@ def test_show_json_counts_passes_as_the_table_does(capsys):
     assert "1/2" in out and "2/2" in out and "0/2" not in out
 
 
+@pytest.mark.slow
 def test_piped_tables_are_plain_whole_columns():
     r = _run("variants", "examples/sweep_loops.yaml", "--top", "12")
     assert r.returncode == 0, r.stderr
@@ -193,6 +194,7 @@ def test_recurc_imports_runtime_only_from_the_cli_layer():
             assert not any(n == "runtime" or n.startswith("runtime.") for n in names), path
 
 
+@pytest.mark.slow
 def test_python_api_takes_paths_specs_and_plans():
     code = ("import recurc\n"
             "p = recurc.make_plan('specs/baseline.yaml')\n"

@@ -150,6 +150,7 @@ def test_lanes(form):
         torch.testing.assert_close(m._merge(got0, got1), (got0 + got1) / 2)
 
 
+@pytest.mark.slow
 def test_everything_together_compiles_fullgraph_without_recompiles():
     plan, m = _model(
         model=", attention: {gate: sparse, document_mask: true}, embed_rank: 16",

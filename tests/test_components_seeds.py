@@ -152,6 +152,7 @@ def test_flops_count_every_matrix_where_it_runs():
 ALL = "[{use: output_ln}, {use: exit_gate}, {use: birkhoff_mix}, {use: gru_carry, rank: 4}]"
 
 
+@pytest.mark.slow
 def test_all_four_compile_fullgraph_without_recompiles():
     _, m = _model(ALL)
     compiled = torch.compile(m, backend="aot_eager", fullgraph=True)

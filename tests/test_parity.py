@@ -117,6 +117,7 @@ def _rank_main(rank: int, world: int, init: str, out: str) -> None:
 
 
 @pytest.mark.parametrize("world", [2, 3])
+@pytest.mark.slow
 def test_sharded_newton_schulz_gives_the_weights_of_one_rank(tmp_path, world: int):
     import torch.multiprocessing as mp
     one = _muon_steps(small_plan())

@@ -9,7 +9,8 @@ Quantization follows from the role of each tensor (the spec's per-group rules).
 The Plan builder, the estimator, build, emit and diff treat every component alike: adding one
 is a new class here (or in an installed package) and nothing else. Kinds and where they act:
 
-  mlp       the MLP of a block (`model.mlp.activation` names it); torch: `cls(dim, MLPSettings)`
+  mlp       the MLP of a block (`model.mlp.activation` names it); torch: `cls(dim, MLPSettings)`,
+            forward(x, down=None) (`down`: a pass's own down projection, sharing: mlp_down)
   token     a token-level addition before the first block (`components: [{use: NAME, ...}]`);
             torch: `cls(model, use)`, forward(x, idx) -> x, applied at `stage` ("embed": to the raw
             embedding, before its norm; "input": to the normalised block input x0)

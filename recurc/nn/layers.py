@@ -55,10 +55,11 @@ class Attention(nn.Module):
     gates (model.attention.gate), a low-rank key projection and document masking."""
 
     def __init__(self, dim: int, heads: int, kv_heads: int, q_gain_init: float,
-                 settings: AttentionSettings = AttentionSettings()) -> None:
+                 settings: AttentionSettings = AttentionSettings(), own_q_gain: bool = True) -> None:
         super().__init__()
         self.heads, self.kv_heads, self.head_dim = heads, kv_heads, dim // heads
-        self.q_gain = nn.Parameter(torch.full((heads,), float(q_gain_init)))
+        if own_q_gain:      # else each virtual layer passes its own (per_pass.q_gain)
+            self.q_gain = nn.Parameter(torch.full((heads,), float(q_gain_init)))
         kv = kv_heads * self.head_dim
         self.c_q = CastedLinear(dim, dim)
         if settings.k_rank:
@@ -86,7 +87,7 @@ class Attention(nn.Module):
         return g.unsqueeze(-1)
 
     def forward(self, x: Tensor, rotary: Rotary, xsa: bool, mask: Tensor | None = None,
-                v_extra: Tensor | None = None) -> Tensor:
+                v_extra: Tensor | None = None, q_gain: Tensor | None = None) -> Tensor:
         B, T, C = x.shape
         q = self.c_q(x).view(B, T, self.heads, self.head_dim).transpose(1, 2)
         k_in = self.c_k_down(x) if self.low_rank_k else x
@@ -96,7 +97,7 @@ class Attention(nn.Module):
             v = v + v_extra
         v = v.view(B, T, self.kv_heads, self.head_dim).transpose(1, 2)
         q, k = rotary(rms_norm(q)), rotary(rms_norm(k))
-        q = q * self.q_gain.to(q.dtype)[None, :, None, None]
+        q = q * (self.q_gain if q_gain is None else q_gain).to(q.dtype)[None, :, None, None]
         if mask is None:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=self.kv_heads != self.heads)
         else:   # causal and within the document (mask: B×1×T×T, True = attend)
@@ -139,8 +140,9 @@ class MLP(nn.Module):
     def activation(self, h: Tensor) -> Tensor:
         return torch.relu(h)
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.proj(self.activation(self.fc(x)).square())
+    def forward(self, x: Tensor, down: nn.Module | None = None) -> Tensor:
+        """`down`: a pass's own down projection in place of `proj` (sharing: mlp_down)."""
+        return (self.proj if down is None else down)(self.activation(self.fc(x)).square())
 
 
 class LeakyMLP(MLP):
