@@ -87,6 +87,10 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:          # `recurc show ... | head`
         return 0
+    except OSError as exc:           # any file a command touches: one line, never a traceback
+        name = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+        print(f"error: {name}{exc.strerror or exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":  # python -m recurc.cli (python -m recurc is the same command)

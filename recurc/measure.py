@@ -30,6 +30,7 @@ import numpy as np
 from . import quant
 from .atomic import atomic_write
 from .errors import SpecError
+from .safeio import load_torch
 from .plan import Plan
 from .ir import GROUPS, QuantSettings
 
@@ -68,14 +69,8 @@ def load_state(checkpoint: str | Path | Mapping[str, Any]) -> dict[str, Any]:
     """A torch state dict from a file or a mapping: raw, or under a "model" key."""
     import torch
     obj = checkpoint
-    if isinstance(checkpoint, (str, Path)):
-        try:
-            obj = torch.load(str(checkpoint), map_location="cpu", weights_only=True)
-        except FileNotFoundError:
-            raise SpecError(f"checkpoint {checkpoint} does not exist") from None
-        except Exception as exc:   # unpickling errors, non-weights objects
-            raise SpecError(f"cannot load checkpoint {checkpoint} as a torch state dict: {exc}",
-                            hint="save it with torch.save(model.state_dict(), path)") from None
+    if isinstance(checkpoint, (str, Path)):     # a regular file, weights_only: nothing runs
+        obj = load_torch(checkpoint, "checkpoint")
     if isinstance(obj, Mapping) and "model" in obj and isinstance(obj["model"], Mapping):
         obj = obj["model"]
     if not isinstance(obj, Mapping):
@@ -83,6 +78,8 @@ def load_state(checkpoint: str | Path | Mapping[str, Any]) -> dict[str, Any]:
                         hint="save model.state_dict(), or a dict with the state dict under 'model'")
     out: dict[str, Any] = {}
     for k, v in obj.items():
+        if not isinstance(v, torch.Tensor):
+            continue                      # counters and metadata beside the weights; check_state names gaps
         name = str(k)
         for pre in PREFIXES:
             if name.startswith(pre):
@@ -119,11 +116,34 @@ def _load_hessians(hessians: str | Path | Mapping[str, Any] | None) -> dict[str,
     if hessians is None:
         return None
     obj = hessians
+    where = str(hessians) if isinstance(hessians, (str, Path)) else "the hessians"
     if isinstance(hessians, (str, Path)):
-        import torch
-        obj = torch.load(str(hessians), map_location="cpu", weights_only=True)
-    return {k: (v.double().cpu().numpy() if hasattr(v, "double") else np.asarray(v, np.float64))
-            for k, v in dict(obj).items()}
+        obj = load_torch(hessians, "hessians file")
+    if not isinstance(obj, Mapping):
+        raise SpecError(f"{where} holds a {type(obj).__name__}, not a dict of tensor name → Hessian",
+                        hint="save {name: H} with torch.save, H the n×n input Hessian of that Linear")
+    out = {}
+    for k, v in obj.items():
+        try:
+            h = v.double().cpu().numpy() if hasattr(v, "double") else np.asarray(v, np.float64)
+        except (TypeError, ValueError, RuntimeError):
+            h = None
+        if not isinstance(k, str) or h is None or h.ndim != 2 or h.shape[0] != h.shape[1] \
+                or not np.isfinite(h).all():
+            raise SpecError(f"{where}: the Hessian of {str(k)[:80]!r} is not a finite square matrix",
+                            hint="each value is the n×n input Hessian (X^T X) of that Linear")
+        out[k] = h
+    return out
+
+
+def check_hessians(hs: Mapping[str, np.ndarray], plan: Plan) -> None:
+    """Each Hessian given for a Plan tensor is sized by that tensor's input width."""
+    shapes = {p.name: p.shape for p in plan.params}
+    for name, h in hs.items():
+        shape = shapes.get(name)
+        if shape is not None and len(shape) == 2 and h.shape != (shape[1], shape[1]):
+            raise SpecError(f"the Hessian of {name} is {h.shape[0]}×{h.shape[1]}, its input width is {shape[1]}",
+                            hint="pass the Hessians collected for this spec's checkpoint")
 
 
 # ---------------------------------------------------------------- payloads
@@ -194,6 +214,8 @@ def measure(checkpoint: str | Path | Mapping[str, Any], plan: Plan, *,
     q = plan.quant
     notes: list[str] = []
     hs = _load_hessians(hessians)
+    if hs is not None:
+        check_hessians(hs, plan)
     gptq = [p.name for p in plan.params if p.storage.gptq]
     if gptq and hs is None:
         q_used = _without_gptq(q)

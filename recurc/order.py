@@ -9,17 +9,22 @@ length are all checked on the tree before anything is expanded.
 """
 from __future__ import annotations
 
+import hashlib
+import os
+import stat
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Union
 
+import lark
 from lark import Lark, Token, Transformer, UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 
 from .errors import SpecError
 
 MAX_ORDER_CHARS = 4096
 MAX_NESTING = 32
+MAX_DEPTH = 64            # nested lists and repeats together (`0x1x1x1...` nests without parentheses)
 MAX_VIRTUAL_LAYERS = 512
 MAX_INT = 100_000
 
@@ -173,12 +178,53 @@ def _make_order(enc: Node, dec: Node | None, *, origin: str, text: str) -> Order
 
 
 # ---------------------------------------------------------------- parsing
+def _private_dir(folder: Path) -> bool:
+    """Whether `folder` is a real directory of ours that nobody else may write (made 0700 if absent)."""
+    try:
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        st = os.lstat(folder)
+        if stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid() and st.st_mode & 0o077:
+            os.chmod(folder, 0o700)      # ours but open (an older recurc or a umask): close it
+            st = os.lstat(folder)
+    except OSError:
+        return False
+    return stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid() and not st.st_mode & 0o077
+
+
+def _own_file_or_absent(path: Path) -> bool:
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+    return stat.S_ISREG(st.st_mode) and st.st_uid == os.getuid() and not st.st_mode & 0o022
+
+
+def table_cache(grammar: str) -> str | None:
+    """Where lark may keep the LALR tables: a pickle, so only in a private per-user folder
+    ($XDG_CACHE_HOME or ~/.cache, then recurc/lark/, mode 0700, owned by us), never lark's default of a
+    predictable name in the shared temp folder, where anyone could plant one. None (no cache, the
+    tables are built in ~40 ms) when no such folder can be had."""
+    if not hasattr(os, "getuid"):
+        return None
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    if not os.path.isabs(base):
+        return None
+    folder = Path(base) / "recurc" / "lark"
+    if not _private_dir(folder):
+        return None
+    key = hashlib.sha256(f"{lark.__version__}\0{grammar}".encode()).hexdigest()[:16]
+    path = folder / f"order-lalr-{key}.lark"
+    return str(path) if _own_file_or_absent(path) else None
+
+
 @lru_cache(maxsize=1)
 def _parser() -> Lark:
     grammar = (Path(__file__).with_name("order.lark")).read_text()
-    # cache=True keeps the LALR tables in a temp file keyed by the grammar's hash (~40 ms per process)
+    cache = table_cache(grammar)
     return Lark(grammar, start="order", parser="lalr", propagate_positions=False, maybe_placeholders=False,
-                cache=True)
+                cache=cache if cache is not None else False)
 
 
 class _ToAst(Transformer):
@@ -187,6 +233,17 @@ class _ToAst(Transformer):
     def __init__(self, origin: str, text: str) -> None:
         super().__init__()
         self.origin, self.text = origin, text
+        self.depth: dict[int, int] = {}      # id(node) → how deeply it nests (the tree keeps nodes alive)
+
+    def _deep(self, node: Node, depth: int, col: int | None) -> Node:
+        if depth > MAX_DEPTH:
+            raise _error(f"the order nests deeper than the limit of {MAX_DEPTH} (lists and repeats together)",
+                         self.origin, self.text, col, "write `x3` once instead of repeating repeats")
+        self.depth[id(node)] = depth
+        return node
+
+    def _depth_of(self, node: Node) -> int:
+        return self.depth.get(id(node), 1)
 
     def _int(self, tok: Token, what: str, minimum: int) -> int:
         if len(tok) > 6 or int(tok) > MAX_INT:
@@ -220,16 +277,21 @@ class _ToAst(Transformer):
 
     def item(self, c):
         node = c[0]
+        depth = self._depth_of(node)
         for count, col in c[1:]:
+            depth += 1
+            if depth > MAX_DEPTH:
+                self._deep(node, depth, col)
             node = Loop(node, count, col)
-        return node
+        return self._deep(node, depth, None)
 
     def seq(self, c):
         items = list(c)
         repeat = items.pop() if items and isinstance(items[-1], tuple) else None
-        node: Node = items[0] if len(items) == 1 else Seq(tuple(items))
+        depth = max(self._depth_of(n) for n in items)
+        node: Node = items[0] if len(items) == 1 else self._deep(Seq(tuple(items)), depth + 1, None)
         if repeat is not None:
-            node = Loop(node, repeat[0], repeat[1])
+            node = self._deep(Loop(node, repeat[0], repeat[1]), self._depth_of(node) + 1, repeat[1])
         return node
 
     def chain(self, c):

@@ -515,7 +515,11 @@ def compress(data: bytes, c: Compressor) -> bytes:
     return data
 
 
-def decompress(blob: bytes, c: Compressor) -> bytes:
+def decompress(blob: bytes, c: Compressor, limit: int | None = None) -> bytes:
+    """The decompressed bytes; with `limit`, bounded and any damage one SpecError (recurc/inflate.py)."""
+    if limit is not None:
+        from .inflate import inflate
+        return inflate(blob, c.name, limit)
     if c.name == "zlib":
         return zlib.decompress(blob)
     if c.name == "lzma":
@@ -536,11 +540,21 @@ def pack(qstate: QuantizedState, spec: QuantSettings) -> bytes:
     return compress(raw, spec.compressor)
 
 
-def unpack(blob: bytes, spec: QuantSettings, groups: GroupsArg | None = None) -> QuantizedState:
+def unpack(blob: bytes, spec: QuantSettings, groups: GroupsArg | None = None,
+           limit: int | None = None) -> QuantizedState:
     """Inverse of pack. The torch container does not record groups: pass `groups` to get them back
-    (else those tensors get group "" ); the recurc container records them."""
-    raw = decompress(blob, spec.compressor)
-    qs = _deserialize_torch(raw) if spec.container == "torch" else _deserialize_recurc(raw)
+    (else those tensors get group "" ); the recurc container records them. With `limit` (bytes the
+    container may inflate to) a damaged or hostile artifact is one SpecError."""
+    raw = decompress(blob, spec.compressor, limit)
+    try:
+        qs = _deserialize_torch(raw) if spec.container == "torch" else _deserialize_recurc(raw)
+    except SpecError:
+        raise
+    except Exception as exc:   # torch.load of garbage, truncated arrays
+        if limit is None:
+            raise
+        raise SpecError(f"the artifact is damaged: its {spec.container} container does not read "
+                        f"({(str(exc).splitlines() or [type(exc).__name__])[0][:120]})") from None
     if groups is not None:
         for t in qs.tensors.values():
             t.group = _group_of(groups, t.name)

@@ -35,7 +35,8 @@ from .atomic import atomic_write
 from .errors import SpecError
 from .order import format_order
 from .plan import Plan, make_plan, with_settings
-from .spec import Spec, _resolve, apply_overrides, validate
+from .safeio import safe_component
+from .spec import Spec, apply_overrides, resolve_root, validate
 
 RESERVED = {"constraints", "rank", "top", "loop_windows", "prelude_loop_coda", "axes"}
 # generic last keys that say little on their own: `quant.groups.mlp.bits` is labelled `mlp`
@@ -43,6 +44,8 @@ GENERIC_KEYS = {"bits", "value", "kind", "name", "level", "scheme", "base", "dim
                 "clip", "activation", "at", "repeats", "byte_shuffle", "scale_dtype"}
 METRIC_ALIASES = {"flops_per_token": "flops_per_token_train", "bytes": "total_bytes", "params": "unique_params"}
 PARALLEL_MIN = 2000          # sweeps at least this big use all cores
+MAX_VARIANTS = 100_000       # a bigger sweep is refused before anything is generated (`--max` raises it)
+MAX_GEN_VALUE = 512          # largest layer count, width, repeat or block count a generator takes
 
 
 # ---------------------------------------------------------------- plain data out
@@ -116,11 +119,14 @@ def _range(v: Any, what: str, where: str | None) -> list[int]:
     if isinstance(v, bool):
         raise SpecError(f"{what} takes a number or [lo, hi], got {v!r}", where=where)
     if isinstance(v, int):
-        return [v]
+        v = [v, v]
     if isinstance(v, list) and len(v) == 2 and all(isinstance(x, int) and not isinstance(x, bool) for x in v):
         lo, hi = v
         if hi < lo:
             raise SpecError(f"{what}: range [{lo}, {hi}] runs backwards", where=where)
+        if lo < 0 or hi > MAX_GEN_VALUE:      # checked before the list is made: [0, 1e12] stays cheap
+            raise SpecError(f"{what}: values must lie in 0..{MAX_GEN_VALUE}, got {lo if lo < 0 else hi:,}",
+                            where=where)
         return list(range(lo, hi + 1))
     raise SpecError(f"{what} takes a number or an inclusive range [lo, hi], got {v!r}", where=where,
                     hint="e.g. width: [1, 3] means widths 1, 2 and 3")
@@ -141,6 +147,19 @@ def _gen_args(spec: Any, keys: dict[str, bool], gen: str, where: str | None) -> 
             continue
         out[k] = _range(spec[k], f"sweep.{gen}.{k}", where)
     return out
+
+
+def loop_windows_count(layers: Iterable[int], width: Iterable[int], repeats: Iterable[int]) -> int:
+    """How many entries loop_windows makes (before duplicates), without making them."""
+    width, r = list(width), len(list(repeats))
+    return sum((n - w + 1) * r for n in layers for w in width if n - w + 1 > 0)
+
+
+def _check_total(total: int, limit: int | None, where: str | None) -> None:
+    limit = MAX_VARIANTS if limit is None else limit
+    if total > limit:
+        raise SpecError(f"the sweep makes {total:,} variants, more than the limit of {limit:,}", where=where,
+                        hint=f"narrow an axis, or raise the limit with --max {total} (max_variants= from Python)")
 
 
 def loop_windows(layers: Iterable[int], width: Iterable[int], repeats: Iterable[int]) -> list[tuple[str, str, int]]:
@@ -199,7 +218,8 @@ def _frag(label: str, value: Any) -> str:
     return f"{label}{v}" if not v[0].isalpha() or label == "" else f"{label}-{v}"
 
 
-def _parse_sweep(sweep: Any, where: dict[tuple, str], origin: str) -> tuple[list[_Axis], dict, Any, int | None]:
+def _parse_sweep(sweep: Any, where: dict[tuple, str], origin: str,
+                 limit: int | None = None) -> tuple[list[_Axis], dict, Any, int | None]:
     pos = lambda *k: where.get(("sweep", *k)) or where.get(("sweep",)) or origin
     if not isinstance(sweep, dict) or not sweep:
         raise SpecError("`sweep:` must be a mapping of axes", where=pos(),
@@ -217,11 +237,14 @@ def _parse_sweep(sweep: Any, where: dict[tuple, str], origin: str) -> tuple[list
             continue
         if key == "loop_windows":
             a = _gen_args(val, {"layers": True, "width": True, "repeats": True}, key, pos(key))
+            _check_total(len(orders) + loop_windows_count(a["layers"], a["width"], a["repeats"]), limit, pos(key))
             orders += loop_windows(a["layers"], a["width"], a["repeats"])
             order_pos = order_pos if order_pos is not None else len(axes)
             continue
         if key == "prelude_loop_coda":
             a = _gen_args(val, {"prelude": False, "shared": True, "loops": True, "coda": False}, key, pos(key))
+            _check_total(len(orders) + len(a.get("prelude", [0])) * len(a["shared"]) * len(a["loops"])
+                         * len(a.get("coda", [0])), limit, pos(key))
             orders += prelude_loop_coda(a.get("prelude", [0]), a["shared"], a["loops"], a.get("coda", [0]))
             order_pos = order_pos if order_pos is not None else len(axes)
             continue
@@ -412,9 +435,17 @@ def _evaluate(task: tuple[str, dict, list]) -> tuple[str, Any]:
     return "ok", (plan.canonical_order(), metrics, key)     # kept small: results cross process boundaries
 
 
+def _bounded_name(name: str, limit: int = 160) -> str:
+    """A variant name short enough for a spec name and a file name; a long one keeps a hash of the whole."""
+    if len(name) <= limit:
+        return name
+    import hashlib
+    return f"{name[:limit - 9]}-{hashlib.sha1(name.encode()).hexdigest()[:8]}"
+
+
 def _tasks(axes: list[_Axis]) -> Iterable[tuple[str, dict, list]]:
     for combo in itertools.product(*(a.entries for a in axes)):
-        name = "_".join(frag for frag, _, _ in combo)
+        name = _bounded_name("_".join(frag for frag, _, _ in combo))
         values = {a.label: v for a, (_, v, _) in zip(axes, combo)}
         edits = [e for _, _, es in combo for e in es]
         yield name, values, edits
@@ -428,15 +459,15 @@ def _load_template(template: str | Path | dict, overrides: Iterable[str]) -> tup
     else:
         p = Path(template)
         origin = str(p)
-        data, where = _resolve(p.resolve() if p.exists() else p, ())
-        where = {k: v.replace(str(p.resolve()), str(p)) for k, v in where.items()}
+        data, where = resolve_root(p)
     data = apply_overrides(data, where, list(overrides))
     return data, where, origin
 
 
 def variants(template: str | Path | dict, *, overrides: Iterable[str] = (), score: Callable[[Plan], Any] | None
              | str = "default", rank: Any = None, top: int | None = None, keep_failed: bool = False,
-             workers: int | None = None, progress: bool = False, with_stats: bool = False):
+             workers: int | None = None, progress: bool = False, with_stats: bool = False,
+             max_variants: int | None = None, announce: Callable[[int], None] | None = None):
     """Expand, score, filter, deduplicate and rank the variants of a template.
 
     template: a path to a spec YAML with a `sweep:` section, or the same as a dict.
@@ -445,6 +476,8 @@ def variants(template: str | Path | dict, *, overrides: Iterable[str] = (), scor
     rank, top: override the template's `rank:` / `top:`.
     keep_failed: also return variants that miss a constraint (passed=False, rank=None).
     workers:  processes; default 1 for small sweeps and all cores from PARALLEL_MIN variants.
+    max_variants: refuse a sweep of more variants (default MAX_VARIANTS), counted before any is made.
+    announce: called with the variant count before they are made (the CLI prints it).
     Returns list[Variant] (ranked, passing first), or (list, stats) with with_stats=True.
     """
     data, where, origin = _load_template(template, overrides)
@@ -453,7 +486,7 @@ def variants(template: str | Path | dict, *, overrides: Iterable[str] = (), scor
     if sweep is None:
         raise SpecError("the template has no `sweep:` section", where=origin,
                         hint="add e.g. sweep: {model.dim: [512, 576]}; docs/variants.md has the format")
-    axes, constraints, t_rank, t_top = _parse_sweep(sweep, where, origin)
+    axes, constraints, t_rank, t_top = _parse_sweep(sweep, where, origin, max_variants)
     rank_keys = _rank_keys(rank if rank is not None else t_rank)
     top = top if top is not None else t_top
     checks = _constraint_checks(constraints, where.get(("sweep", "constraints")) or origin)
@@ -462,6 +495,9 @@ def variants(template: str | Path | dict, *, overrides: Iterable[str] = (), scor
     total = 1
     for a in axes:
         total *= len(a.entries)
+    _check_total(total, max_variants, where.get(("sweep",)) or origin)
+    if announce is not None:
+        announce(total)
 
     # the first variant validates eagerly so a misspelt field is one error, not N invalid variants
     _CTX.update(base=data, defaults=defaults, score=scorer, plans={})
@@ -601,10 +637,17 @@ def write_specs(vs: list[Variant], folder: str | Path, *, include_failed: bool =
     """One `<name>.yaml` per variant (each written atomically); returns the paths."""
     folder = Path(folder)
     paths = []
+    used: set[str] = set()
     for v in vs:
         if not v.passed and not include_failed:
             continue
-        p = folder / f"{v.name}.yaml"
+        stem = base = safe_component(v.name)       # a name never leaves the folder
+        n = 1
+        while stem in used:
+            n += 1
+            stem = f"{base}-{n}"
+        used.add(stem)
+        p = folder / f"{stem}.yaml"
         atomic_write(p, spec_yaml(v))
         paths.append(p)
     return paths

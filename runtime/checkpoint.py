@@ -21,6 +21,8 @@ from typing import Any
 import torch
 
 from recurc.atomic import atomic_write
+from recurc.errors import SpecError
+from recurc.safeio import load_torch
 
 CHECKPOINT_VERSION = 1
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -36,12 +38,38 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
     return atomic_write(path, lambda f: torch.save({"version": CHECKPOINT_VERSION, **state}, f))
 
 
+# what a checkpoint must hold, and of which type, before any of it is restored
+FIELDS: dict[str, type | tuple[type, ...]] = {
+    "spec": str, "step": int, "elapsed": (int, float), "model": dict, "optimizers": list,
+    "ema": (dict, type(None)), "loader": dict, "rng": dict}
+
+
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """The checkpoint at `path`, unpickled with weights_only=True (tensors and plain data only)."""
-    state = torch.load(path, map_location=map_location, weights_only=True)
+    """The checkpoint at `path`, unpickled with weights_only=True (tensors and plain data only).
+    A file that is not a recurc checkpoint of this version is a SpecError naming it."""
+    state = load_torch(path, "checkpoint", map_location)
     if not isinstance(state, dict) or state.get("version") != CHECKPOINT_VERSION:
-        raise ValueError(f"{path}: not a recurc checkpoint of version {CHECKPOINT_VERSION}")
+        raise SpecError(f"{path} is not a recurc checkpoint of version {CHECKPOINT_VERSION}",
+                        hint="resume from the checkpoint.pt a `recurc train` run wrote, or start afresh")
     return state
+
+
+def check_resumable(state: dict[str, Any], path: str | os.PathLike) -> None:
+    """A training checkpoint holds every field a resume restores, of the right type."""
+    for key, kind in FIELDS.items():
+        if not isinstance(state.get(key), kind) or isinstance(state.get(key), bool):
+            raise SpecError(f"{path} is a damaged recurc checkpoint: `{key}` is missing or of the wrong type",
+                            hint="start afresh (remove it, or train without --resume)")
+    if state["step"] < 0 or not all(isinstance(v, torch.Tensor) for v in state["model"].values()):
+        raise SpecError(f"{path} is a damaged recurc checkpoint: bad step or model tensors")
+
+
+def restore_error(path: str | os.PathLike, exc: BaseException) -> SpecError:
+    """The error for a checkpoint that loaded but does not fit the run (shapes, optimizer groups,
+    loader or RNG state of another model or version)."""
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+    return SpecError(f"cannot resume from {path}: it does not fit this run ({first})",
+                     hint="resume needs the checkpoint of the same spec; train without --resume to start afresh")
 
 
 def rng_state() -> dict[str, Any]:

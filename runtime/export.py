@@ -27,6 +27,7 @@ from torch import nn
 
 from recurc import fit_budget, quant
 from recurc.plan import Plan
+from recurc.safeio import read_bytes
 from runtime.checkpoint import atomic_write_bytes
 from runtime.evaluate import EvalResult, autocast_context
 
@@ -124,10 +125,19 @@ def quantize_model(model: nn.Module, plan: Plan, hessians: Mapping[str, np.ndarr
     return quant.pack(qstate, q)
 
 
+def artifact_limit(plan: Plan) -> int:
+    """The most bytes an artifact of `plan` can inflate to: every value stored as fp32 with room for
+    scales (another 4 bytes per value bounds them) and 16 MiB of headers. Anything bigger is damage."""
+    values = sum(int(np.prod(p.shape)) for p in plan.params)
+    return 8 * values + (16 << 20)
+
+
 def read_artifact(path: str | Path, plan: Plan) -> dict[str, np.ndarray]:
-    """Dequantized float weights of an artifact file."""
-    blob = Path(path).read_bytes()
-    qstate = quant.unpack(blob, plan.quant, plan_groups(plan))
+    """Dequantized float weights of an artifact file: a regular file, read and inflated within
+    artifact_limit(plan); a damaged one is one SpecError."""
+    limit = artifact_limit(plan)
+    blob = read_bytes(path, limit, "artifact")
+    qstate = quant.unpack(blob, plan.quant, plan_groups(plan), limit=limit)
     return quant.dequantize_state(qstate)
 
 
