@@ -43,6 +43,8 @@ PACKINGS = ("raw", "minified", "lzma")
 SOURCES: tuple[tuple[str, str, str], ...] = (
     ("recurc.errors", "recurc/errors.py", "errors"),
     ("recurc.atomic", "recurc/atomic.py", "atomic file writes"),
+    ("recurc.safeio", "recurc/safeio.py", "bounded reads of regular files"),
+    ("recurc.inflate", "recurc/inflate.py", "bounded decompression"),
     ("recurc.ir", "recurc/ir.py", "the Plan's records"),
     ("recurc.quantspec", "recurc/quantspec.py", "quantization rules"),
     ("recurc.nn.layers", "recurc/nn/layers.py", "layers"),
