@@ -72,8 +72,17 @@ class Component:
         return True
 
     def config(self, data: dict[str, Any]) -> dict[str, Any]:
-        """Validate the spec's settings for this component; plain data with defaults filled in."""
-        return self.Config.model_validate(data).model_dump(mode="json")
+        """Validate the spec's settings for this component; plain data with defaults filled in.
+        Bad settings are one SpecError naming the component and the field."""
+        from pydantic import ValidationError
+        try:
+            return self.Config.model_validate(data).model_dump(mode="json")
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            field = ".".join(str(p) for p in err["loc"]) or "(settings)"
+            msg = "unknown setting" if err["type"] == "extra_forbidden" else err["msg"]
+            raise SpecError(f"component {self.name}: {field}: {msg}",
+                            hint=f"its settings: {', '.join(self.Config.model_fields) or 'none'}") from None
 
 
 def _builtins() -> dict[str, type[Component]]:

@@ -13,26 +13,11 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from pydantic import Field, ValidationError
+from pydantic import Field
 
-from ..errors import SpecError
 from ..ir import ComponentUse
 from ..strict import Strict
 from .base import Component, Site, TensorDecl
-
-
-class _SeedComponent(Component):
-    # Component.config lets pydantic's ValidationError escape as a traceback; until the base
-    # reports it, these components turn it into one `error:` line naming the setting
-    def config(self, data: dict[str, Any]) -> dict[str, Any]:
-        try:
-            return super().config(data)
-        except ValidationError as exc:
-            err = exc.errors()[0]
-            field = ".".join(str(p) for p in err["loc"]) or "(settings)"
-            msg = "unknown setting" if err["type"] == "extra_forbidden" else err["msg"]
-            raise SpecError(f"component {self.name}: {field}: {msg}",
-                            hint=f"its settings: {', '.join(self.Config.model_fields) or 'none'}") from None
 
 
 def _later_pass(site: Site) -> bool:
@@ -44,7 +29,7 @@ class OutputLNConfig(Strict):
     eps: float | None = Field(None, gt=0, description="RMSNorm epsilon; default: the dtype's machine epsilon")
 
 
-class OutputLN(_SeedComponent):
+class OutputLN(Component):
     """A norm on the block's update before the residual add: x_in + g ⊙ rms_norm(x − x_in),
     g (dim,) per pass, initialised to ones. The update is everything the block added to its
     input (attention, MLP and, with block scalars, the resid_mix shift towards x0)."""
@@ -62,7 +47,7 @@ class BirkhoffConfig(Strict):
     per_channel: bool = Field(True, description="one θ per channel (dim,), else one per pass (1,)")
 
 
-class BirkhoffMix(_SeedComponent):
+class BirkhoffMix(Component):
     """Doubly-stochastic mixing of the stream with the same block's previous-pass output: the
     2×2 matrix M = [[σ(θ), 1−σ(θ)], [1−σ(θ), σ(θ)]] (every doubly-stochastic 2×2 matrix has this
     form) mixes (x, prev), and the first row continues: x ← σ(θ) ⊙ x + (1 − σ(θ)) ⊙ prev.
@@ -85,7 +70,7 @@ class ExitGateConfig(Strict):
     bias_init: float = Field(3.0, description="initial gate bias: σ(3) ≈ 0.95, nearly every token takes the pass")
 
 
-class ExitGate(_SeedComponent):
+class ExitGate(Component):
     """A per-token exit gate per pass: x ← x_in + g·(x − x_in), g = σ(w · rms_norm(x_in) + b),
     w (1, dim) zeros and b (1,) per pass; g → 0 lets a token skip the pass."""
     name = "exit_gate"
@@ -102,7 +87,7 @@ class GRUCarryConfig(Strict):
     rank: int = Field(16, ge=1, le=4096, description="the GRU's hidden size r")
 
 
-class GRUCarry(_SeedComponent):
+class GRUCarry(Component):
     """A low-rank GRU state carry between passes: the previous pass's output, projected to rank r,
     is the hidden state of a GRU cell whose input is this pass's output projected to rank r; the
     new state goes back up to dim and is added: x ← x + U·GRUCell(D_x·n(x), D_h·n(prev)),
