@@ -83,10 +83,12 @@ class RecurrentLM(nn.Module):
                 self.add_module(use.name, torch_component(use.name)(m, use, slots))
         self.value_names = tuple(u.name for u in plan.components if u.kind == "value")
         self.blocks = nn.ModuleDict({b.name: Holder() for b in plan.blocks})
+        # one holder per pass that owns anything: tensors, or a per-pass hook with no tensors
         self.passes = nn.ModuleDict()
-        for p in plan.params:
-            if p.owner.kind == "pass" and p.owner.key not in self.passes:
-                self.passes[p.owner.key] = Holder()
+        pass_owners = [p.owner for p in plan.params] + [l.per_pass for l in plan.layers if l.per_pass]
+        for owner in pass_owners:
+            if owner.kind == "pass" and owner.key not in self.passes:
+                self.passes[owner.key] = Holder()
         for blk in plan.blocks:
             if blk.attn.kind == "block" and blk.attn.key == blk.name and self._has(blk.attn):
                 self.blocks[blk.name].attn = self._attention(blk.attn)

@@ -18,8 +18,9 @@ is a new class here (or in an installed package) and nothing else. Kinds and whe
             `cls(model, use, slots)` with `prepare(idx, dtype)` once per forward and
             `extra(prepared, slot)` per layer
   per_pass  tensors owned by each pass of a looped block (`per_pass.film: true` or
-            `components: [{use: NAME}]`); torch: a hook class with `init(own, use, dim)`,
-            `pre(own, x) -> x` and `post(own, x_in, x, prev) -> x`
+            `components: [{use: NAME}]`); torch: a stateless hook `cls(use)` with
+            `pre(own, x) -> x` and `post(own, x_in, x, prev) -> x`, where `own` is the pass's
+            module holding its tensors (a hook may own none)
 
 Third-party packages register components under the entry-point group "recurc.components"
 (`[project.entry-points."recurc.components"] toy = "toy_pkg:ToyScale"`); a spec names them by

@@ -24,3 +24,11 @@ class ToyGain(Component):
 
     def flops(self, use: ComponentUse, site: Site) -> float:
         return float(site.model.dim)
+
+
+class ToyDamp(Component):
+    """A per-pass hook that owns no tensors: every pass halves its block's residual update
+    (x_in + (x − x_in)/2). Tests that a pass with hooks but no tensors still gets its module."""
+    name = "toy_damp"
+    kind = "per_pass"
+    torch = "toy_recurc.torch_side:ToyDampHook"
