@@ -12,6 +12,7 @@ a pass shows as inserted layers that are extra passes of blocks already there.
 from __future__ import annotations
 
 import difflib
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -27,6 +28,8 @@ SECTIONS = {
     "schedule": "schedule", "features": "features", "skips": "features",
     "model": "model", "quant": "quantization & compression",
     "budget": "artifact", "code": "artifact", "train": "training",
+    "named_blocks": "blocks", "components": "components",
+    "paths": "execution paths", "phases": "schedule", "eval_path": "schedule", "params": "tensors",
 }
 
 
@@ -101,13 +104,38 @@ def _as_plan(x: Plan | Spec | str | Path) -> Plan:
     return make_plan(load_spec(x))
 
 
+def _record_key(items: list) -> str | None:
+    """The field that identifies each record of a list of records (tensors and blocks by name,
+    virtual layers by index), when every record has it and no two share it."""
+    if not items or not all(isinstance(x, dict) for x in items):
+        return None
+    for key in ("name", "index"):
+        values = [x.get(key) for x in items]
+        if None not in values and len(set(map(str, values))) == len(values):
+            return key
+    return None
+
+
 def deep_diff(a: Any, b: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:
-    """(dotted path, a value, b value) for every leaf that differs; missing keys read as None."""
+    """(dotted path, a value, b value) for every leaf that differs; missing keys read as None.
+    Lists of records (params, blocks, layers) are matched by their name or index, so one changed
+    tensor reads `params[blocks.0.mlp.fc.weight].shape`, not the whole list."""
     if isinstance(a, dict) and isinstance(b, dict):
         out = []
         for k in list(a) + [k for k in b if k not in a]:
             out += deep_diff(a.get(k), b.get(k), f"{prefix}.{k}" if prefix else str(k))
         return out
+    if isinstance(a, list) and isinstance(b, list) and a != b:
+        key = _record_key(a)
+        if key is not None and key == _record_key(b):
+            ka, kb = {str(x[key]): x for x in a}, {str(x[key]): x for x in b}
+            out = []
+            for k in list(ka) + [k for k in kb if k not in ka]:
+                if k in ka and k in kb:
+                    out += deep_diff(ka[k], kb[k], f"{prefix}[{k}]")
+                elif ka.get(k) != kb.get(k):
+                    out.append((f"{prefix}[{k}]", ka.get(k), kb.get(k)))
+            return out
     if a != b:
         return [(prefix, a, b)]
     return []
@@ -240,7 +268,7 @@ def diff(a: Plan | Spec | str | Path, b: Plan | Spec | str | Path, *, estimates:
     """Semantic difference of two Plans (or Specs, or spec paths)."""
     pa, pb = _as_plan(a), _as_plan(b)
     ca, cb = pa.canonical(), pb.canonical()
-    changes = [Change(p, x, y, SECTIONS.get(p.split(".")[0], "other")) for p, x, y in deep_diff(ca, cb)]
+    changes = [Change(p, x, y, SECTIONS.get(re.split(r"[.\[]", p)[0], "other")) for p, x, y in deep_diff(ca, cb)]
     size_changes = _size_model_changes(pa, pb)
     paths = {}
     for name in list(pa.paths) + [n for n in pb.paths if n not in pa.paths]:
@@ -283,8 +311,48 @@ def _signed(a: Any, b: Any) -> str:
     return f"{d:+,.4g}" if abs(d) < 1e6 else f"{d:+,.4e}"
 
 
+_SHORT = 60      # a value longer than this prints as a summary ("12 fields", "9 items")
+_SAME_FIELD = 1  # one field changing in several records prints as one row
+
+
+def _cell(v: Any) -> str:
+    text = _fmt(v)
+    if len(text) <= _SHORT:
+        return text
+    if isinstance(v, dict):
+        label = v.get("name", v.get("index"))
+        return f"{label} ({len(v)} fields)" if label is not None else f"{{{len(v)} fields}}"
+    if isinstance(v, list):
+        return f"[{len(v)} items]"
+    return text[:_SHORT - 1] + "…"
+
+
+def _grouped_rows(items: list[Change]) -> list[tuple[str, str, str]]:
+    """Table rows for people: the same field changing in many records (every tensor's shape after
+    a width change) reads as one row with a count and the first example; the JSON keeps them all."""
+    groups: dict[str, list[Change]] = {}
+    for c in items:
+        groups.setdefault(re.sub(r"\[[^\]]*\]", "[*]", c.path), []).append(c)
+    rows = []
+    for pattern, changes in groups.items():
+        if len(changes) <= _SAME_FIELD:
+            rows += [(c.path, _cell(c.a), _cell(c.b)) for c in changes]
+            continue
+        first = changes[0]
+        example = re.findall(r"\[([^\]]*)\]", first.path)[-1]
+        if pattern.endswith("[*]"):           # whole records: say how many each side lacks
+            only_a, only_b = sum(c.b is None for c in changes), sum(c.a is None for c in changes)
+            sides = ", ".join(x for x in (f"{only_a} only in a" * bool(only_a), f"{only_b} only in b" * bool(only_b)) if x)
+            label = f"{pattern} ({len(changes)}: {sides}; e.g. {example})"
+        else:
+            label = f"{pattern} ({len(changes)} records, e.g. {example})"
+        rows.append((label, _cell(first.a), _cell(first.b)))
+    return rows
+
+
 def print_diff(d: PlanDiff, console=None) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     con = console or Console()
@@ -318,8 +386,8 @@ def print_diff(d: PlanDiff, console=None) -> None:
         t = Table(title=section, show_edge=False)
         for col in ("field", "a", "b"):
             t.add_column(col)
-        for c in items:
-            t.add_row(c.path, _fmt(c.a), _fmt(c.b))
+        for row in _grouped_rows(items):
+            t.add_row(*map(escape, row))   # tensor names in brackets are not rich markup
         con.print(t)
     t = Table(title="parameters", show_edge=False)
     for col in ("group", "unique a", "unique b", "Δ", "effective a", "effective b", "Δ"):

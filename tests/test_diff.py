@@ -8,10 +8,11 @@ from pathlib import Path
 import pytest
 
 from recurc.cli import main
-from recurc.diff import deep_diff, diff
+from recurc.diff import deep_diff, diff, print_diff
 from recurc.plan import make_plan
 from recurc.spec import load_spec, spec_from_text
 
+ROOT = Path(__file__).resolve().parent.parent
 SPECS = sorted(Path(__file__).resolve().parent.parent.glob("specs/*.yaml"))
 
 
@@ -140,3 +141,19 @@ def test_estimate_deltas_when_available():
                                                                                  bits=6)))
     d = diff(a, b)
     assert "total_bytes" in d.estimate and "flops_per_token_train" in d.estimate
+
+
+def test_records_are_matched_by_name_and_summarized_for_people(capsys):
+    """A width change alters every tensor's shape: the diff names each tensor in the data
+    (`params[tok_emb.weight].shape`) and prints one row per changed field, not the whole list."""
+    a = make_plan(load_spec(ROOT / "specs" / "tiny.yaml"))
+    b = make_plan(load_spec(ROOT / "specs" / "tiny.yaml", ["model.dim=192"]))
+    paths = {c.path: c for c in diff(a, b, estimates=False).changes}
+    assert paths["params[tok_emb.weight].shape"].a == [1024, 128]
+    assert paths["params[tok_emb.weight].shape"].b == [1024, 192]
+    assert paths["params[tok_emb.weight].shape"].section == "tensors"
+    assert not any(c.path == "params" for c in paths.values())
+    print_diff(diff(a, b, estimates=False))
+    out = capsys.readouterr().out
+    assert "params[*].shape (38 records, e.g. tok_emb.weight)" in " ".join(out.split())
+    assert max(map(len, out.splitlines())) < 400          # no row carries a whole list
