@@ -74,6 +74,7 @@ class RecurrentLM(nn.Module):
         # token-level components, in spec order, each at its stage
         self.embed_stage: tuple[str, ...] = ()
         self.input_stage: tuple[str, ...] = ()
+        self.logits_stage: tuple[str, ...] = ()
         for use in plan.components:
             if use.kind == "token":
                 self.add_module(use.name, torch_component(use.name)(m, use))
@@ -143,6 +144,8 @@ class RecurrentLM(nn.Module):
     def _add_stage(self, use: ComponentUse) -> None:
         if use.stage == "embed":
             self.embed_stage += (use.name,)
+        elif use.stage == "logits":
+            self.logits_stage += (use.name,)
         else:
             self.input_stage += (use.name,)
 
@@ -202,7 +205,7 @@ class RecurrentLM(nn.Module):
             outs.append(x)
         if lane1 is not None:
             x = self._merge(x, lane1)
-        return self._head(x, targets)
+        return self._head(x, targets, idx)
 
     def _merge(self, lane0: Tensor, lane1: Tensor) -> Tensor:
         if self.lanes == "lane_merge":
@@ -281,13 +284,15 @@ class RecurrentLM(nn.Module):
     def _scaled(update: Tensor, run: LayerRun) -> Tensor:
         return update * run.residual_scale if run.residual_scale != 1.0 else update
 
-    def _head(self, x: Tensor, targets: Tensor | None) -> Tensor:
+    def _head(self, x: Tensor, targets: Tensor | None, idx: Tensor | None = None) -> Tensor:
         x = rms_norm(x)
         if self.factorized and not hasattr(self, "lm_head"):
             x = self.head_down(x)
         x = self.head_in(x)
         weight = self.lm_head.weight if hasattr(self, "lm_head") else self.tok_emb.weight
         logits = F.linear(x, weight.to(x.dtype)).float()
+        for name in self.logits_stage:      # e.g. a per-vocabulary bias, before the softcap
+            logits = getattr(self, name)(logits, idx)
         if self.softcap is not None:
             logits = self.softcap * torch.tanh(logits / self.softcap)
         if targets is None:

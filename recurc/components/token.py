@@ -1,5 +1,6 @@
 """Token-level components: additions to the embedding before the first block
-(`components: [{use: smear_gate}, {use: bigram_hash, buckets: 3072, dim: 112}]`)."""
+(`components: [{use: smear_gate}, {use: bigram_hash, buckets: 3072, dim: 112}]`), and to the
+logits after the head (`{use: logit_bias}`)."""
 from __future__ import annotations
 
 from typing import Literal
@@ -65,4 +66,19 @@ class BigramHash(Component):
         return 2.0 * use.get("dim") * site.model.dim        # the projection; the lookup is free
 
 
-COMPONENTS = (SmearGate, BigramHash)
+class LogitBias(Component):
+    """A learned bias per vocabulary entry added to the logits before the softcap (74M_Ternary's
+    `vocab_bias`): V parameters, stored like the other control tensors."""
+    name = "logit_bias"
+    kind = "token"
+    torch = "recurc.nn.token:LogitBias"
+    stage = "logits"
+
+    def tensors(self, use: ComponentUse, site: Site) -> list[TensorDecl]:
+        return [TensorDecl("bias", (site.model.vocab_size,), "scalars", "zeros")]
+
+    def flops(self, use: ComponentUse, site: Site) -> float:
+        return 0.0      # one add per logit: elementwise
+
+
+COMPONENTS = (SmearGate, BigramHash, LogitBias)

@@ -53,3 +53,12 @@ class BigramHash(nn.Module):
     def forward(self, x: Tensor, idx: Tensor) -> Tensor:
         e = self.proj(self.embed(self.bucket(idx)).to(x.dtype))
         return x + self.scale.to(x.dtype) * e
+
+
+class LogitBias(nn.Module):
+    def __init__(self, model: ModelShape, use: ComponentUse) -> None:
+        super().__init__()
+        self.bias = nn.Parameter(torch.zeros(model.vocab_size))
+
+    def forward(self, logits: Tensor, idx: Tensor | None) -> Tensor:
+        return logits + self.bias.to(logits.dtype)
