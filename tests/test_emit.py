@@ -48,7 +48,9 @@ def _imported_modules(src: str) -> set[str]:
     return out
 
 
-@pytest.mark.parametrize("spec", SPECS, ids=lambda p: p.stem)
+# baseline and tiny in the everyday tier, every spec in the full suite
+@pytest.mark.parametrize("spec", [s if s.stem in ("baseline", "tiny") else pytest.param(s, marks=pytest.mark.slow)
+                                  for s in SPECS], ids=lambda p: p.stem)
 def test_every_spec_emits_compiles_and_imports_no_recurc(spec):
     plan = _plan(spec)
     for packing in PACKINGS:

@@ -52,7 +52,9 @@ def _literal(code: str, name: str):
     raise AssertionError(f"{name} not assigned")
 
 
-@pytest.mark.parametrize("text", HOSTILE)
+# the first case in the everyday tier, all of them in the full suite (each compiles a script)
+@pytest.mark.parametrize("text", [t if i == 0 else pytest.param(t, marks=pytest.mark.slow)
+                                  for i, t in enumerate(HOSTILE)])
 def test_hostile_description_is_data(tmp_path, text):
     plan = make_plan(load_spec(_spec(tmp_path, "description", text)))
     for packing in PACKINGS:

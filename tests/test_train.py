@@ -91,6 +91,7 @@ def test_human_line_format():
 
 
 # ---------------------------------------------------------------- a short run
+@pytest.mark.slow
 def test_loss_falls_on_demo_data(demo, tmp_path):
     log = tmp_path / "log.jsonl"
     rc = main([TINY, *FAST, "train.warmdown_steps=5", "--steps", "30", *data_args(demo), "--out",
