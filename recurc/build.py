@@ -20,8 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .ir import ComponentUse, Owner, Plan
-from .nn.layers import Attention, CastedLinear, Rotary, document_mask, init_tensor, rms_norm, sinusoidal_table
+from .ir import ComponentUse, Owner, Plan, VirtualLayer
+from .nn.layers import (Attention, CastedLinear, Projections, Rotary, document_mask, init_tensor, rms_norm,
+                        sinusoidal_table)
 
 
 def torch_component(name: str):
@@ -56,6 +57,16 @@ class LayerRun:
     residual_scale: float
     depth_row: int | None       # row of the sinusoidal depth encoding to add, if any
     block: int                  # physical index (the two-lane mixing row)
+    adapt: Projections | None = None   # adapters on this layer's projections (LoRA, Legendre), if any
+
+
+@dataclass(frozen=True, eq=False)
+class LayerSite:
+    """What a hook's `adapters(site)` sees of one virtual layer, at build time."""
+    layer: VirtualLayer
+    passes: int                 # K: how often the main order runs the layer's block
+    own: nn.Module | None       # the pass's module (per-pass tensors)
+    linears: dict               # "attn.c_q", "mlp.proj", ... → the linear module this layer runs
 
 
 class RecurrentLM(nn.Module):
@@ -130,7 +141,7 @@ class RecurrentLM(nn.Module):
         self.gated = "skip_gates" in plan.param_by_name
         self.lanes = m.residual.form if m.residual.form != "gptj" else None
         self.lane_final = m.residual.lane_final
-        self.hooks = {u.name: torch_component(u.name)(u) for u in plan.components if u.kind == "per_pass"}
+        self.hooks = {u.name: torch_component(u.name)(u) for u in plan.components if u.kind in ("per_pass", "block")}
         self.runs: dict[str, tuple[LayerRun, ...]] = {name: self._runs(name) for name in plan.paths}
 
     @torch.no_grad()
@@ -161,22 +172,45 @@ class RecurrentLM(nn.Module):
     def _module(self, owner: Owner) -> nn.Module:
         return self if owner.kind == "model" and not owner.part else self.get_submodule(owner.path)
 
+    def _adapters(self, layer: VirtualLayer, own: nn.Module | None) -> Projections | None:
+        """The projection adapters the layer's hooks put on it (hooks with an `adapters` method)."""
+        hooks = [self.hooks[h] for h in layer.hooks if hasattr(self.hooks[h], "adapters")]
+        if not hooks:
+            return None
+        linears: dict[str, nn.Module] = {}
+        for part, owner in (("attn", layer.attn), ("mlp", layer.mlp)):
+            if owner is not None:
+                for name, mod in self._module(owner).named_children():
+                    if isinstance(mod, nn.Linear):
+                        linears[f"{part}.{name}"] = mod
+        if layer.mlp_down is not None:
+            linears["mlp.proj"] = self._module(layer.mlp_down)
+        passes = sum(1 for l in self.plan.layers if l.block == layer.block)
+        site = LayerSite(layer, passes, own, linears)
+        table: dict[str, tuple] = {}
+        for hook in hooks:
+            for name, adapter in hook.adapters(site).items():
+                table[name] = table.get(name, ()) + (adapter,)
+        return Projections(table) if table else None
+
     def _runs(self, path: str) -> tuple[LayerRun, ...]:
         out = []
         for layer in self.plan.paths[path].layers:
+            own = self._module(layer.per_pass) if layer.per_pass else None
             out.append(LayerRun(
                 index=layer.index, attn=self._module(layer.attn) if layer.attn is not None else None,
                 mlp=self._module(layer.mlp),
                 mlp_down=self._module(layer.mlp_down) if layer.mlp_down is not None else None,
                 q_gain=getattr(self._module(layer.per_pass), "q_gain", None) if layer.per_pass else None,
                 scalars=self._module(layer.scalars),
-                own=self._module(layer.per_pass) if layer.per_pass else None,
+                own=own,
                 hooks=tuple(self.hooks[h] for h in layer.hooks),
                 values=tuple((getattr(self, name), name, slot) for name, slot in layer.values),
                 parallel=layer.parallel, xsa=layer.xsa,
                 skip_slot=layer.skip_slot, skip_from=layer.skip_from, prev_pass=layer.prev_pass,
                 norm_scale=layer.norm_scale, residual_scale=layer.residual_scale,
                 depth_row=layer.depth_index if self.sinusoidal else None, block=layer.block,
+                adapt=self._adapters(layer, own),
             ))
         return tuple(out)
 
@@ -219,12 +253,13 @@ class RecurrentLM(nn.Module):
         lane_merge: attention updates lane 0 only, the MLP lane 1 only."""
         s = run.scalars
         mix = s.resid_mix.to(lane0.dtype)
-        m = s.mlp_scale.to(lane0.dtype) * run.mlp(self._norm(lane1, run), run.mlp_down)
+        m = s.mlp_scale.to(lane0.dtype) * self._mlp(run, self._norm(lane1, run))
         if run.attn is None:
             a = torch.zeros_like(m)
         else:
             a = s.attn_scale.to(lane0.dtype) * run.attn(self._norm(mix[0] * lane0 + mix[1] * x0, run), self.rotary,
-                                                       run.xsa, mask, self._v_extra(run, prepared), run.q_gain)
+                                                       run.xsa, mask, self._v_extra(run, prepared), run.q_gain,
+                                                       run.adapt)
         a, m = self._scaled(a, run), self._scaled(m, run)
         if self.lanes == "lane_merge":
             return lane0 + a, lane1 + m
@@ -263,18 +298,23 @@ class RecurrentLM(nn.Module):
         v_extra = self._v_extra(run, prepared)
         if run.parallel:
             h = self._norm(x, run)
-            update = mlp_scale * run.mlp(h, run.mlp_down)
+            update = mlp_scale * self._mlp(run, h)
             if run.attn is not None:
-                update = update + attn_scale * run.attn(h, self.rotary, run.xsa, mask, v_extra, run.q_gain)
+                update = update + attn_scale * run.attn(h, self.rotary, run.xsa, mask, v_extra, run.q_gain, run.adapt)
             x = x + self._scaled(update, run)
         elif run.attn is not None:
-            a = run.attn(self._norm(x, run), self.rotary, run.xsa, mask, v_extra, run.q_gain)
+            a = run.attn(self._norm(x, run), self.rotary, run.xsa, mask, v_extra, run.q_gain, run.adapt)
             x = x + self._scaled(attn_scale * a, run)
-            x = x + self._scaled(mlp_scale * run.mlp(self._norm(x, run), run.mlp_down), run)
+            x = x + self._scaled(mlp_scale * self._mlp(run, self._norm(x, run)), run)
         prev = outs[run.prev_pass] if run.prev_pass is not None else None
         for hook in run.hooks:
             x = hook.post(own, x_in, x, prev)
         return x
+
+    @staticmethod
+    def _mlp(run: LayerRun, h: Tensor) -> Tensor:
+        # adapters only where the layer has some: an MLP component without them keeps forward(x, down)
+        return run.mlp(h, run.mlp_down) if run.adapt is None else run.mlp(h, run.mlp_down, run.adapt)
 
     @staticmethod
     def _norm(x: Tensor, run: LayerRun) -> Tensor:

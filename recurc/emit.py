@@ -53,6 +53,7 @@ SOURCES: tuple[tuple[str, str, str], ...] = (
     ("runtime.bpb", "runtime/bpb.py", "bits per byte"),
     ("runtime.evaluate", "runtime/evaluate.py", "validation"),
     ("runtime.optim", "runtime/optim.py", "optimizers: Muon for matrices, Adam for the rest"),
+    ("recurc.gptq", "recurc/gptq.py", "GPTQ in torch"),
     ("recurc.quant", "recurc/quant.py", "quantization, serialization, compression"),
     ("runtime.checkpoint", "runtime/checkpoint.py", "checkpoints"),
     ("runtime.log", "runtime/log.py", "logging"),
@@ -323,6 +324,8 @@ def _component_refs(plan: Plan) -> list[tuple[str, str, str]]:
     names = sorted({b.activation for b in plan.blocks} | {u.name for u in plan.components})
     out = []
     for n in names:
+        if not lookup(n).torch:     # no torch side (a schedule component: its data is in the Plan)
+            continue
         module, _, attr = lookup(n).torch.partition(":")
         if not attr.isidentifier() or not all(p.isidentifier() for p in module.split(".")):
             raise ValueError(f"component {n}: its torch reference {lookup(n).torch!r} is not module:Class")

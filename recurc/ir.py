@@ -341,9 +341,45 @@ class Phase:
     start: float       # training fraction from which `path` runs
     path: str
     step: int | None = None   # or the step from which it runs (start is then step / iterations)
+    # A distribution over paths drawn afresh each training step (a schedule component such as
+    # random_depth): (path, probability) pairs summing to 1. Empty: `path` runs every step.
+    choices: tuple[tuple[str, float], ...] = ()
 
     def started(self, fraction: float, step: int) -> bool:
         return step >= self.step if self.step is not None else fraction >= self.start
+
+    def weighted(self) -> tuple[tuple[str, float], ...]:
+        """(path, probability) of what a training step of this phase runs."""
+        return self.choices or ((self.path, 1.0),)
+
+    def draw(self, seed: int, step: int) -> str:
+        """The path training step `step` runs: a pure function of (seed, step), so every DDP rank
+        and every resumed run draws the same. Evaluation and export never draw (eval_path)."""
+        if not self.choices:
+            return self.path
+        u = _uniform(seed, step)
+        acc = 0.0
+        for path, p in self.choices:
+            acc += p
+            if u < acc:
+                return path
+        return self.choices[-1][0]
+
+
+_MASK64 = (1 << 64) - 1
+
+
+def _splitmix64(x: int) -> int:
+    """The splitmix64 finaliser: a fixed, platform-independent 64-bit mixing of an integer."""
+    x = (x + 0x9E3779B97F4A7C15) & _MASK64
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return x ^ (x >> 31)
+
+
+def _uniform(seed: int, step: int) -> float:
+    """A uniform number in [0, 1) from (seed, step), 53 bits."""
+    return (_splitmix64(_splitmix64(seed & _MASK64) ^ (step & _MASK64)) >> 11) / float(1 << 53)
 
 
 @dataclass(frozen=True)

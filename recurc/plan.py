@@ -77,6 +77,7 @@ def make_plan(spec: Spec) -> Plan:
     m = spec.model
     sched = spec.schedule
     main = _parse(spec.order, spec, "order")
+    uses = _component_uses(spec)
     orders: dict[str, Order] = {"main": main}
     phases: list[Phase] = []
     if sched.progressive:
@@ -100,6 +101,7 @@ def make_plan(spec: Spec) -> Plan:
         orders["eval"] = _with_count(main, sched.eval_repeats, spec)
     elif sched.eval_order is not None:
         orders["eval"] = _parse(sched.eval_order, spec, "schedule", "eval_order")
+    phases, sampled = _sampled_phases(spec, uses, main, orders, phases)
 
     # the physical blocks
     refs = {r for o in orders.values() for r in o.layers}
@@ -142,18 +144,19 @@ def make_plan(spec: Spec) -> Plan:
     _check_features(spec, n_blocks, len(main))
 
     model = _model_shape(spec)
-    uses = _component_uses(spec)
     ctx = _Context(spec, model, blocks, n_blocks, in_scope, counts_main, resolved["main"], uses)
     if spec.skip_count == "flat":
         n_skips = n_blocks // 2 if spec.skips != "none" else 0
         paths = {name: ctx.path(name, orders[name], seq, skip_cap=n_skips) for name, seq in resolved.items()}
     else:
         paths = {name: ctx.path(name, orders[name], seq) for name, seq in resolved.items()}
-        n_skips = max((p.n_skips for k, p in paths.items() if k != "eval"), default=0)
-        if "eval" in paths and paths["eval"].n_skips > n_skips:
-            # More passes at evaluation move the U-Net split; only the trained skips exist, and the
-            # decoder layers nearest the split use them.
-            paths["eval"] = ctx.path("eval", orders["eval"], resolved["eval"], skip_cap=n_skips)
+        capped = {"eval"} | sampled      # orders that do not size the skips
+        n_skips = max((p.n_skips for k, p in paths.items() if k not in capped), default=0)
+        for k in sorted(capped & paths.keys()):
+            if paths[k].n_skips > n_skips:
+                # More passes (at evaluation, or a deeper random-depth draw) move the U-Net split; only
+                # the trained skips exist, and the decoder layers nearest the split use them.
+                paths[k] = ctx.path(k, orders[k], resolved[k], skip_cap=n_skips)
 
     quant = from_data(QuantSettings, spec.quant.model_dump(mode="json"))
     params = tuple(ParamInfo(name, shape, group, owner, plan_tensor(shape, "float32", group, quant), init, comp)
@@ -168,6 +171,36 @@ def make_plan(spec: Spec) -> Plan:
         train=from_data(TrainSettings, spec.train.model_dump(mode="json")),
         code=from_data(CodeSettings, spec.code.model_dump(mode="json")), budget=spec.budget,
         source=spec.to_data())
+
+
+def _sampled_phases(spec: Spec, uses: tuple[ComponentUse, ...], main: Order, orders: dict[str, Order],
+                    phases: list[Phase]) -> tuple[list[Phase], set[str]]:
+    """Schedule components (random_depth): the main phase draws its path each training step from
+    the orders they give. Each distinct order is one path (named by its depth, or an existing
+    path's name when another part of the schedule already runs it). Returns the phases and the
+    names of the drawn paths that are not the main order."""
+    sched = [u for u in uses if u.kind == "schedule"]
+    if not sched:
+        return phases, set()
+    if len(sched) > 1:
+        raise SpecError(f"two schedule components ({sched[0].name}, {sched[1].name}) would both pick the "
+                        "training path", where=spec.where("components"))
+    use = sched[0]
+    where = spec.where("components")
+    by_canonical = {o.canonical(): name for name, o in orders.items() if name != "eval"}
+    choices: list[tuple[str, float]] = []
+    sampled: set[str] = set()
+    for order, p in lookup(use.name).depth_choices(use, main, where):
+        name = by_canonical.get(order.canonical()) or f"depth{len(order)}"
+        if name not in orders:
+            orders[name] = order
+            by_canonical[order.canonical()] = name
+            sampled.add(name)
+        choices.append((name, p))
+    if not any(ph.path == "main" for ph in phases):
+        raise SpecError(f"{use.name} samples the main phase, and no phase of the schedule runs the main order",
+                        where=where, hint="let the last progressive step run `order`")
+    return [dataclasses.replace(ph, choices=tuple(choices)) if ph.path == "main" else ph for ph in phases], sampled
 
 
 def _with_count(main: Order, k: int, spec: Spec) -> Order:
@@ -299,6 +332,7 @@ class _Context:
         self.per_pass_uses = [u for u in uses if u.kind == "per_pass"]
         self.token_uses = [u for u in uses if u.kind == "token"]
         self.value_uses = [u for u in uses if u.kind == "value"]
+        self.block_uses = [u for u in uses if u.kind == "block"]
         # layer slots of each value component, counted on the main order (or the physical blocks)
         self.value_slots = {u.name: lookup(u.name).slots(u, len(main_seq), n_blocks) for u in self.value_uses}
         for i, u in enumerate(self.value_uses):
@@ -351,10 +385,12 @@ class _Context:
             mlp_down = own.sub("mlp_down") if self.untie == "mlp_down" and main_k > 0 and scoped else None
             site = Site(self.model, own, blk, VirtualLayer(
                 owner_v, b, main_k, self.counts_main[b], "encoder", None, None, False, False,
-                attn, mlp, own, None, None, 1.0, 1.0, None))
+                attn, mlp, own, None, None, 1.0, 1.0, None), passes=self.counts_main[b])
             owned = [u for u in self.per_pass_uses if scoped and lookup(u.name).applies(u, site)]
             prev = last_v.get(b)
             hooks = tuple(u.name for u in owned if prev is not None or not lookup(u.name).needs_previous_pass)
+            # block components act on every layer that runs a block they apply to
+            hooks += tuple(u.name for u in self.block_uses if lookup(u.name).applies(u, site))
             layers.append(VirtualLayer(
                 index=v, block=b, pass_index=k, passes=counts[b],
                 side="encoder" if v < split else "decoder",
@@ -413,6 +449,15 @@ class _Context:
                 out += self._mlp(blk.mlp, blk)
             if not (pp.block_scalars and self.in_scope(blk.index)):
                 out += self._scalars(pre, "scalars")
+            owns = tuple(part for part, mine in (
+                ("attn", blk.attn == pre.sub("attn") and blk.attn in self.attention_runs),
+                ("mlp", blk.mlp == pre.sub("mlp"))) if mine)
+            site = Site(m, pre, blk, passes=self.counts_main.get(blk.index, 0), modules=owns)
+            for u in self.block_uses:
+                comp = lookup(u.name)
+                if comp.applies(u, site):
+                    out += [(f"{pre.path}.{t.name}", t.shape, t.group, pre, t.init, u.name)
+                            for t in comp.tensors(u, site)]
         for layer in paths["main"].layers:
             own = Owner("pass", str(layer.index))
             blk = self.blocks[layer.block]
@@ -429,7 +474,7 @@ class _Context:
             if pp.q_gain and self.in_scope(layer.block) and layer.per_pass == own:
                 out.append((f"{own.path}.q_gain", (m.heads,), "per_pass", own, f"const:{m.q_gain_init}", ""))
             if layer.per_pass == own:
-                site = Site(m, own, blk, layer)
+                site = Site(m, own, blk, layer, passes=self.counts_main[layer.block])
                 for u in self.per_pass_uses:
                     comp = lookup(u.name)
                     if comp.applies(u, site):

@@ -36,7 +36,8 @@ def show_data(plan: Plan) -> dict:
         "encoder_layers": plan.main.split,
         "skips": plan.main.n_skips,
         "paths": {name: {"order": plan.canonical_order(name), "depth": p.depth} for name, p in plan.paths.items()},
-        "phases": [{"from": ph.start, "path": ph.path} for ph in plan.phases],
+        "phases": [{"from": ph.start, "path": ph.path, **({"choices": dict(ph.choices)} if ph.choices else {})}
+                   for ph in plan.phases],
         "eval_path": plan.eval_path,
         "layers": layer_rows(plan),
         "params": {
@@ -111,7 +112,9 @@ def print_show(plan: Plan) -> None:
     con.print(f"{d['physical_blocks']} physical blocks → {d['virtual_layers']} virtual layers, "
               f"encoder {d['encoder_layers']}, {d['skips']} skips")
     if len(d["paths"]) > 1 or d["eval_path"] != "main":
-        sched = ", ".join(f"from {ph['from']:.0%}: {d['paths'][ph['path']]['order']}" for ph in d["phases"])
+        sched = ", ".join(f"from {ph['from']:.0%}: " + (
+            "one drawn each step of " + " | ".join(f"{d['paths'][n]['order']} ({p:.0%})" for n, p in ph["choices"].items())
+            if "choices" in ph else d['paths'][ph['path']]['order']) for ph in d["phases"])
         con.print(escape(f"schedule: {sched}; eval: {d['paths'][d['eval_path']]['order']}"))
     t = Table(title="virtual layers", show_edge=False)
     for col in ("virtual", "block", "pass", "side", "features"):

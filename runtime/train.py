@@ -87,14 +87,25 @@ def training_fraction(step: int, elapsed: float, iterations: int, cap: float | N
     return min(frac, 1.0)
 
 
-def path_at(plan: Plan, fraction: float, step: int = 0) -> str:
-    """The path of the last phase that has started at `fraction` (or at `step`, for a phase
-    that starts at a step)."""
-    name = plan.phases[0].path
-    for phase in plan.phases:
+def phase_at(plan: Plan, fraction: float, step: int = 0) -> int:
+    """Index of the last phase that has started at `fraction` (or at `step`, for a phase that
+    starts at a step)."""
+    index = 0
+    for i, phase in enumerate(plan.phases):
         if phase.started(fraction, step):
-            name = phase.path
-    return name
+            index = i
+    return index
+
+
+def path_at(plan: Plan, fraction: float, step: int = 0) -> str:
+    """The path training step `step` runs: its phase's path, or for a phase with choices
+    (random_depth) the path drawn from (train.seed, step), the same on every rank and on resume."""
+    return plan.phases[phase_at(plan, fraction, step)].draw(plan.train.seed, step)
+
+
+def training_paths(plan: Plan) -> list[str]:
+    """Every path a training step can run, in phase order (each is one compiled graph)."""
+    return list(dict.fromkeys(name for ph in plan.phases for name, _ in ph.weighted()))
 
 
 def plan_accumulation(tokens_per_step: int, world_size: int, seq_len: int, max_micro_tokens: int) -> tuple[int, int]:
@@ -228,12 +239,17 @@ class Trainer:
         self.base.train()
         self.opt: Optimizers = build_optimizers(self.base, plan, t)
         self.ema = EMA(self.base, t.ema_decay) if t.ema_decay else None
+        if cfg.compile:
+            # one graph per path the run executes (training paths with grad, the eval path without):
+            # room for all of them, so a random-depth draw never falls back to eager
+            limit = 2 * (len(training_paths(plan)) + 1)
+            torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, limit)
         self.fwd: nn.Module = torch.compile(self.base, dynamic=False) if cfg.compile else self.base
         self.model: nn.Module = self.fwd
         if d.distributed:
             # Paths that skip some tensors (the flat order before loops switch on) leave them
             # without gradients; DDP must then look for unused parameters.
-            multi_path = len({ph.path for ph in plan.phases}) > 1
+            multi_path = len(training_paths(plan)) > 1
             with warnings.catch_warnings():
                 # torch >= 2.13 deprecates broadcast_buffers, but its replacement still syncs buffers
                 # at init; the flag is what we mean (and every rank would print the warning)
@@ -282,8 +298,9 @@ class Trainer:
         opt_state = copy.deepcopy(self.opt.state_dict())
         loader_state = self.loader.state_dict()
         ema_state = copy.deepcopy(self.ema.state_dict()) if self.ema else None
-        paths = list(dict.fromkeys(ph.path for ph in self.plan.phases))
+        paths = training_paths(self.plan)
         t0 = time.perf_counter()
+        n = max(n, len(paths))      # at least one step per path: each gets compiled
         for i in range(n):
             self.opt.set_lr_scale(1.0)
             self.train_step(paths[i % len(paths)])
@@ -329,7 +346,7 @@ class Trainer:
             raise restore_error(path, exc) from None
         self.step, self.elapsed = int(state["step"]), float(state["elapsed"])
         frac = training_fraction(self.step, self.elapsed, self.iterations, self.cap)
-        self.looped = self.step > 0 and path_at(self.plan, frac, self.step) != self.plan.phases[0].path
+        self.looped = self.step > 0 and phase_at(self.plan, frac, self.step) > 0
         self.log.event("resume", step=self.step, steps=self.iterations, elapsed=self.elapsed, checkpoint=str(path))
 
     # ---------------------------------------------------------------- helpers
@@ -404,7 +421,7 @@ class Trainer:
                 break
             frac = training_fraction(self.step, self.elapsed, self.iterations, self.cap)
             path = path_at(self.plan, frac, self.step)
-            if path != self.plan.phases[0].path and not self.looped:
+            if phase_at(self.plan, frac, self.step) > 0 and not self.looped:
                 # loops switch on: pass-owned copies start from the shared weights (untie_init: copy)
                 self.looped = True
                 if self.step > 0:

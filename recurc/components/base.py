@@ -4,13 +4,16 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from ..errors import SpecError
 from ..ir import Block, ComponentUse, ModelShape, Owner, VirtualLayer
 from ..strict import Strict
 
-Kind = Literal["mlp", "token", "per_pass", "value"]
+if TYPE_CHECKING:
+    from ..order import Order
+
+Kind = Literal["mlp", "token", "per_pass", "value", "block", "schedule"]
 ENTRY_POINT_GROUP = "recurc.components"
 
 
@@ -37,6 +40,8 @@ class Site:
     layer: VirtualLayer | None = None
     hidden: int = 0             # MLP components: the hidden width
     slots: int = 0              # value components: the number of layer slots
+    passes: int = 0             # per-pass and block components: how often the main order runs the block
+    modules: tuple[str, ...] = ()   # block components: the sub-modules ("attn", "mlp") the block owns
 
 
 class Component:
@@ -48,6 +53,9 @@ class Component:
     stage: ClassVar[str] = "input"
     # per-pass components that read the block's previous pass (skipped where there is none)
     needs_previous_pass: ClassVar[bool] = False
+    # MLP components: the projections (sub-module names) whose torch forward routes through a
+    # layer's projection adapters (`adapt`), so per-pass LoRA and Legendre sharing can reach them
+    projections: ClassVar[tuple[str, ...]] = ()
 
     def stage_of(self, use: ComponentUse) -> str:
         return self.stage
@@ -68,8 +76,14 @@ class Component:
         return None
 
     def applies(self, use: ComponentUse, site: Site) -> bool:
-        """Per-pass components: whether this pass owns the component's tensors."""
+        """Per-pass components: whether this pass owns the component's tensors. Block components:
+        whether the block owns them (site.layer None) and whether a layer runs the hook."""
         return True
+
+    def depth_choices(self, use: ComponentUse, main: Order, where: str | None) -> list[tuple[Order, float]]:
+        """Schedule components: the orders a training step of the main phase draws from, with
+        their probabilities (summing to 1). Each distinct order becomes one prebuilt path."""
+        return []
 
     def config(self, data: dict[str, Any]) -> dict[str, Any]:
         """Validate the spec's settings for this component; plain data with defaults filled in.
@@ -86,9 +100,9 @@ class Component:
 
 
 def _builtins() -> dict[str, type[Component]]:
-    from . import mlp, per_pass, seeds, token, value
+    from . import mlp, per_pass, seeds, sharing, token, value
     out: dict[str, type[Component]] = {}
-    for mod in (mlp, per_pass, seeds, token, value):
+    for mod in (mlp, per_pass, seeds, sharing, token, value):
         for c in mod.COMPONENTS:
             out[c.name] = c
     return out

@@ -11,6 +11,7 @@ class ReluSquared(Component):
     name = "relu2"
     kind = "mlp"
     torch = "recurc.nn.layers:MLP"
+    projections = ("fc", "proj")
 
     def tensors(self, use: ComponentUse, site: Site) -> list[TensorDecl]:
         d, h = site.model.dim, site.hidden

@@ -28,6 +28,35 @@ class CastedLinear(nn.Linear):
         return F.linear(x, self.weight.to(x.dtype))
 
 
+class Projections:
+    """The adapters on one virtual layer's projections, fixed at build time: "attn.c_q", "mlp.fc",
+    ... → the adapters (per-pass LoRA, Legendre sharing) in spec order. An adapter has
+    `weight(w) -> w` (forms the weight the layer multiplies by) and `output(x, y) -> y` (adds to
+    the product). Static tables and plain method calls: torch.compile inlines them."""
+
+    def __init__(self, table: dict[str, tuple]) -> None:
+        self.table = table
+        self.forms = {name: any(a.forms_weight for a in adapters) for name, adapters in table.items()}
+
+    def __call__(self, name: str, linear: nn.Module, x: Tensor) -> Tensor:
+        adapters = self.table.get(name, ())
+        if self.forms.get(name, False):
+            w = linear.weight
+            for a in adapters:
+                w = a.weight(w)
+            y = F.linear(x, w.to(x.dtype))
+        else:       # the module itself: its forward hooks (export's Hessians) still see the input
+            y = linear(x)
+        for a in adapters:
+            y = a.output(x, y)
+        return y
+
+
+def project(adapt: Projections | None, name: str, linear: nn.Module, x: Tensor) -> Tensor:
+    """One projection of a layer, through its adapters where it has any."""
+    return linear(x) if adapt is None else adapt(name, linear, x)
+
+
 class Rotary(nn.Module):
     """RoPE tables for the first `dims` of each head (all of it when dims == head_dim)."""
 
@@ -87,12 +116,13 @@ class Attention(nn.Module):
         return g.unsqueeze(-1)
 
     def forward(self, x: Tensor, rotary: Rotary, xsa: bool, mask: Tensor | None = None,
-                v_extra: Tensor | None = None, q_gain: Tensor | None = None) -> Tensor:
+                v_extra: Tensor | None = None, q_gain: Tensor | None = None,
+                adapt: Projections | None = None) -> Tensor:
         B, T, C = x.shape
-        q = self.c_q(x).view(B, T, self.heads, self.head_dim).transpose(1, 2)
-        k_in = self.c_k_down(x) if self.low_rank_k else x
-        k = self.c_k(k_in).view(B, T, self.kv_heads, self.head_dim).transpose(1, 2)
-        v = self.c_v(x)
+        q = project(adapt, "attn.c_q", self.c_q, x).view(B, T, self.heads, self.head_dim).transpose(1, 2)
+        k_in = project(adapt, "attn.c_k_down", self.c_k_down, x) if self.low_rank_k else x
+        k = project(adapt, "attn.c_k", self.c_k, k_in).view(B, T, self.kv_heads, self.head_dim).transpose(1, 2)
+        v = project(adapt, "attn.c_v", self.c_v, x)
         if v_extra is not None:       # value embeddings (recurc/components/value.py)
             v = v + v_extra
         v = v.view(B, T, self.kv_heads, self.head_dim).transpose(1, 2)
@@ -107,7 +137,7 @@ class Attention(nn.Module):
         y = y.transpose(1, 2)
         if self.gate_kind != "none":
             y = y * self._gate(x).to(y.dtype)
-        return self.proj(y.reshape(B, T, C))
+        return project(adapt, "attn.proj", self.proj, y.reshape(B, T, C))
 
 
 def document_mask(idx: Tensor, bos_id: int) -> Tensor:
@@ -140,9 +170,11 @@ class MLP(nn.Module):
     def activation(self, h: Tensor) -> Tensor:
         return torch.relu(h)
 
-    def forward(self, x: Tensor, down: nn.Module | None = None) -> Tensor:
-        """`down`: a pass's own down projection in place of `proj` (sharing: mlp_down)."""
-        return (self.proj if down is None else down)(self.activation(self.fc(x)).square())
+    def forward(self, x: Tensor, down: nn.Module | None = None, adapt: Projections | None = None) -> Tensor:
+        """`down`: a pass's own down projection in place of `proj` (sharing: mlp_down); `adapt`:
+        the layer's projection adapters (the component's `projections`: fc, proj)."""
+        h = self.activation(project(adapt, "mlp.fc", self.fc, x)).square()
+        return project(adapt, "mlp.proj", self.proj if down is None else down, h)
 
 
 class LeakyMLP(MLP):
