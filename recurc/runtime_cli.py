@@ -20,9 +20,11 @@ from pathlib import Path
 
 from .commands import plan_of, spec_arg
 from .errors import SpecError
+from .safeio import inside
 
 DEMO_DIR = "data/demo"            # runtime.train's default data when --data is not given
 WHERE = "<command line>"
+MAX_CPU_RANKS = 8                 # CPU ranks (gloo) allowed beyond the core count
 
 
 def add_train_options(p: argparse.ArgumentParser) -> None:
@@ -95,6 +97,11 @@ def preflight(args: argparse.Namespace) -> None:
     plan = plan_of(args)          # the spec and overrides
     if args.gpus < 1:
         raise SpecError(f"--gpus takes a positive number of processes, got {args.gpus}", where=WHERE)
+    most = max(MAX_CPU_RANKS, os.cpu_count() or 1)
+    if args.device == "cpu" and args.gpus > most:     # each CPU rank is a process: never thousands
+        raise SpecError(f"--gpus {args.gpus} with --device cpu: more CPU ranks than the limit of {most}",
+                        where=WHERE, hint=f"use at most --gpus {most} on CPU (the limit is the larger of "
+                                          f"{MAX_CPU_RANKS} and the number of cores)")
     if args.device not in (None, "cpu", "cuda") and not str(args.device).startswith("cuda:"):
         raise SpecError(f"--device is cpu or cuda, got {args.device!r}", where=WHERE)
     if args.device != "cpu" and (args.gpus > 1 or args.device is not None):
@@ -115,7 +122,8 @@ def preflight(args: argparse.Namespace) -> None:
     if args.tokenizer is not None and not Path(args.tokenizer).is_file():
         raise SpecError(f"--tokenizer {args.tokenizer}: no such file", where=WHERE,
                         hint="the SentencePiece .model that the shards were tokenized with")
-    _need_writable(Path(args.out or f"runs/{plan.name}"))
+    # the run folder runtime.train uses: a spec's name is one sanitized component under runs/
+    _need_writable(Path(args.out) if args.out else inside("runs", plan.name))
 
 
 def _cuda_devices() -> int:

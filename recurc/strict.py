@@ -3,7 +3,9 @@ infinity in a float field (they have no literal in the emitted script and no mea
 
 No text or truth value becomes a number: pydantic's lax mode would read `dim: '512'` as 512 and
 `dim: true` as 1, so a field whose type holds numbers but no text refuses them. (Pydantic's own
-strict mode would also refuse a list for a tuple field, which every JSON round trip produces.)"""
+strict mode would also refuse a list for a tuple field, which every JSON round trip produces.)
+No integer is larger than MAX_INT: the size model, FLOP counts and JSON work in floats, where a
+bigger one overflows or loses its exact value."""
 from __future__ import annotations
 
 import types
@@ -11,6 +13,8 @@ import typing
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
+
+MAX_INT = 2**53          # the largest integer a float holds exactly
 
 
 def _types(ann: Any) -> set:
@@ -36,4 +40,7 @@ class Strict(BaseModel):
                 if isinstance(v, str):
                     raise ValueError(f"a number is required, got the text {v[:40]!r}: write numbers without quotes")
                 raise ValueError(f"a number is required, got {v}")
+        elif isinstance(v, int) and abs(v) > MAX_INT:
+            raise ValueError(f"{str(v)[:24]}{'...' if len(str(v)) > 24 else ''} is too large "
+                             f"(numbers in a spec are at most 2**53 = {MAX_INT:,})")
         return v
