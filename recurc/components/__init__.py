@@ -20,7 +20,12 @@ is a new class here (or in an installed package) and nothing else. Kinds and whe
   per_pass  tensors owned by each pass of a looped block (`per_pass.film: true` or
             `components: [{use: NAME}]`); torch: a stateless hook `cls(use)` with
             `pre(own, x) -> x` and `post(own, x_in, x, prev) -> x`, where `own` is the pass's
-            module holding its tensors (a hook may own none)
+            module holding its tensors (a hook may own none); optionally
+            `adapters(site) -> {projection: adapter}` on the layer's projections (per-pass LoRA)
+  block     tensors owned by each physical block it applies to (`blocks.<b>.<name>`) and a hook
+            on every layer that runs the block (Legendre weight sharing); torch: as per_pass
+  schedule  no tensors: `depth_choices` gives the orders a training step draws from and their
+            probabilities (random_depth); no torch side (`torch = ""`)
 
 Third-party packages register components under the entry-point group "recurc.components"
 (`[project.entry-points."recurc.components"] toy = "toy_pkg:ToyScale"`); a spec names them by
