@@ -17,9 +17,10 @@ Rules (see docs/size-model.md for the reasoning):
       proportional to sigma, which is what makes its entropy independent of sigma).
   Values are rounded with the fp32 scale (as the baseline does); the stored scale is fp16/fp32.
   Per-tensor (non-2-D) scale = clip/qmax, or 1.0 when the clip is 0 (baseline behaviour).
-  Clip `absmax` and `search` ("GPTQ-lite": of the row quantiles `candidates` of |w|, the one
-  with the least squared rounding error, per row or per matrix) floor the scale at 1e-12/qmax
-  only, and round with the scale as stored (fp16), so the error they minimise is the one shipped.
+  Clip `search` ("GPTQ-lite": of the row quantiles `candidates` of |w|, the one with the least
+  squared rounding error, per row or per matrix) floors the scale at 1/qmax like the percentile
+  rule (the records' `clamp_min(1/clip_range)`); `absmax` at 1e-12/qmax only. Both round with the
+  scale as stored (fp16), so the error they minimise is the one shipped.
 - ternary scheme: per row scale = mean|w| (BitNet b1.58 absmean), values round(w/scale) in {-1,0,1};
   with group_size G one scale per G values of the flattened tensor; packing base3 stores 5
   trits a byte (sum of (t_i+1)*3^i), else one int8 a value.
@@ -191,10 +192,13 @@ def _searched_scale(w: np.ndarray, gq: GroupQuant, qmax: int, scale_dtype: str) 
     least per row, or the least summed over the matrix (`per: matrix`, one quantile for all rows)."""
     a = np.abs(w)
     qs = (1.0,) if gq.clip.kind == "absmax" else gq.clip.candidates
+    # search floors the scale at 1/qmax as the records' GPTQ-lite does (`clamp_min(1/clip_range)`):
+    # rows of small weights (weight decay) then all round at 1/qmax; absmax (gate rows) has no floor
+    floor = np.float32((1.0 if gq.clip.kind == "search" else STD_RULE_SCALE_FLOOR) / qmax)
     best_s = best_e = None
     for c in qs:
         clip = a.max(axis=1) if c >= 1.0 else torch_quantile_rows(a, c)
-        s = _stored_scale(np.maximum(clip / np.float32(qmax), np.float32(STD_RULE_SCALE_FLOOR / qmax)), scale_dtype)
+        s = _stored_scale(np.maximum(clip / np.float32(qmax), floor), scale_dtype)
         if len(qs) == 1:
             return s
         sf = s.astype(np.float32)[:, None]

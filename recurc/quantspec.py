@@ -27,7 +27,8 @@ class ClipRule(Strict):
     std:        clip = k * std(row) ("SDClip", e.g. k=12.85 for int6 matrices).
     absmax:     clip = max|w| of the row, scale = absmax/qmax with no floor (int8 gate rows).
     search:     "GPTQ-lite": of the row quantiles `candidates` of |w| (1.0 = absmax), the clip
-                whose rounding has the least squared error, chosen per row or per matrix (`per`).
+                whose rounding has the least squared error, chosen per row or per matrix (`per`);
+                the scale floored at 1/qmax, as percentile's (the records' clamp_min(1/clip_range)).
     `value` is read by percentile and std only.
     """
     kind: Literal["percentile", "std", "absmax", "search"] = "percentile"

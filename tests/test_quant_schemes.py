@@ -40,7 +40,7 @@ def _row_errors(w, qmax, candidates):
     out = []
     for c in candidates:
         clip = np.abs(w).max(axis=1) if c == 1.0 else quant.torch_quantile_rows(np.abs(w), c)
-        s = np.maximum(clip / qmax, 1e-12 / qmax).astype(np.float16).astype(np.float32)[:, None]
+        s = np.maximum(clip / qmax, 1.0 / qmax).astype(np.float16).astype(np.float32)[:, None]   # GPTQ-lite's floor
         q = np.clip(np.round(w / s), -qmax, qmax)
         out.append(((w - q * s) ** 2).sum(axis=1, dtype=np.float64))
     return np.stack(out)          # (candidates, rows)
@@ -49,7 +49,7 @@ def _row_errors(w, qmax, candidates):
 @pytest.mark.parametrize("per", ["row", "matrix"])
 def test_clip_search_picks_least_error(per):
     rng = np.random.default_rng(0)
-    w = (rng.standard_t(3, (48, 256)) * 0.02).astype(np.float32)     # heavy tails: clipping pays
+    w = (rng.standard_t(3, (48, 256)) * 0.3).astype(np.float32)     # heavy tails: clipping pays; rows above the floor
     gq = GroupQuant(bits=6, clip=ClipRule(kind="search", per=per))
     spec = QuantSpec(groups={"mlp": gq}, passthrough_max_numel=0)
     qs, _, deq = rt({"w": w}, {"w": "mlp"}, spec)
@@ -64,6 +64,20 @@ def test_clip_search_picks_least_error(per):
     absmax = QuantSpec(groups={"mlp": GroupQuant(bits=6, clip=ClipRule(kind="absmax"))}, passthrough_max_numel=0)
     plain = quant.dequantize_state(quant.quantize_state({"w": w}, {"w": "mlp"}, absmax))["w"]
     assert got.sum() < ((w - plain) ** 2).sum()
+
+
+def test_clip_search_floors_the_scale_at_one_over_qmax():
+    """GPTQ-lite's `clamp_min(1/clip_range)`: rows whose clip is under 1.0 all round at 1/qmax (weights
+    kept small by weight decay), rows above it at their searched clip; absmax has no floor."""
+    rng = np.random.default_rng(1)
+    w = rng.normal(0, 0.02, (8, 512)).astype(np.float32)
+    w[4:] *= 40                                            # these rows' maxima exceed 1
+    search = QuantSpec(groups={"mlp": GroupQuant(bits=6, clip=ClipRule(kind="search"))}, passthrough_max_numel=0)
+    s = quant.quantize_state({"w": w}, {"w": "mlp"}, search).tensors["w"].scale.astype(np.float32)
+    assert np.all(s[:4] == np.float32(np.float16(1 / 31))) and np.all(s[4:] > 1.01 / 31)
+    absmax = QuantSpec(groups={"mlp": GroupQuant(bits=6, clip=ClipRule(kind="absmax"))}, passthrough_max_numel=0)
+    s = quant.quantize_state({"w": w}, {"w": "mlp"}, absmax).tensors["w"].scale.astype(np.float32)
+    assert np.all(s[:4] < 0.5 / 31)
 
 
 def test_clip_search_with_gptq():
