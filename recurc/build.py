@@ -302,9 +302,10 @@ class RecurrentLM(nn.Module):
             if run.attn is not None:
                 update = update + attn_scale * run.attn(h, self.rotary, run.xsa, mask, v_extra, run.q_gain, run.adapt)
             x = x + self._scaled(update, run)
-        elif run.attn is not None:
-            a = run.attn(self._norm(x, run), self.rotary, run.xsa, mask, v_extra, run.q_gain, run.adapt)
-            x = x + self._scaled(attn_scale * a, run)
+        else:       # a layer without attention (features.no_attention) still runs its MLP
+            if run.attn is not None:
+                a = run.attn(self._norm(x, run), self.rotary, run.xsa, mask, v_extra, run.q_gain, run.adapt)
+                x = x + self._scaled(attn_scale * a, run)
             x = x + self._scaled(mlp_scale * self._mlp(run, self._norm(x, run)), run)
         prev = outs[run.prev_pass] if run.prev_pass is not None else None
         for hook in run.hooks:

@@ -116,6 +116,15 @@ def test_lora_later_passes_and_where_a_layer_has_no_attention():
                      "passes.1.lora_mlp_fc_b", "passes.2.lora_mlp_fc_a", "passes.2.lora_mlp_fc_b"}
     m = _randomised(plan)
     assert m.runs["main"][0].adapt is None and set(m.runs["main"][2].adapt.table) == {"mlp.fc"}
+    # the layer without attention still runs its (adapted) MLP: x + mlp_scale·MLP(n(x)), x = mix(x, x0)
+    run, blk = m.runs["main"][2], m.blocks["0"]
+    x, x0 = torch.randn(2, 5, D), torch.randn(2, 5, D)
+    h = torch.nn.functional.rms_norm(blk.resid_mix[0] * x + blk.resid_mix[1] * x0, (D,))
+    own = m.passes["2"]
+    fc = h @ blk.mlp.fc.weight.T + (h @ own.lora_mlp_fc_a.T) @ own.lora_mlp_fc_b.T
+    want = blk.resid_mix[0] * x + blk.resid_mix[1] * x0 + blk.mlp_scale * (torch.relu(fc).square() @ blk.mlp.proj.weight.T)
+    with torch.no_grad():
+        torch.testing.assert_close(m._layer(run, x, x0, [x, x], None, {}), want)
 
 
 def test_lora_on_a_low_rank_key_and_on_a_pass_owned_down_projection():
