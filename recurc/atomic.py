@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 import tempfile
 import time
 from pathlib import Path
@@ -60,10 +61,17 @@ def remove_leftovers(path: str | os.PathLike) -> list[Path]:
 
 def atomic_write(path: str | os.PathLike, data: bytes | str | Callable[[BinaryIO], None],
                  mode: int = 0o644) -> Path:
-    """Write `data` (bytes, text as UTF-8, or a function that writes to a binary file) to `path`."""
+    """Write `data` (bytes, text as UTF-8, or a function that writes to a binary file) to `path`.
+    A character device in the way (`-o /dev/null`) is written through, never replaced by a file;
+    a FIFO, socket or block device is refused (a FIFO without a reader would block the write)."""
     path = Path(path)
     tmp = None
     try:
+        kind = _kind(path)
+        if kind is not None and stat.S_ISCHR(kind):
+            return _write_through(path, data)
+        if kind is not None and not (stat.S_ISREG(kind) or stat.S_ISDIR(kind)):
+            raise SpecError(f"cannot write {path}: it is a pipe, socket or device, not a regular file")
         path.parent.mkdir(parents=True, exist_ok=True)
         remove_leftovers(path)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp")
@@ -79,9 +87,33 @@ def atomic_write(path: str | os.PathLike, data: bytes | str | Callable[[BinaryIO
     except OSError as exc:  # disk full, read-only or missing folder, a folder in the way
         _unlink(tmp)
         raise SpecError(f"cannot write {path}: {exc.strerror or exc}") from None
+    except ValueError:      # a NUL byte in the name
+        _unlink(tmp)
+        raise SpecError(f"cannot write {str(path)!r}: the path holds a NUL byte") from None
     except BaseException:
         _unlink(tmp)
         raise
+    return path
+
+
+def _kind(path: Path) -> int | None:
+    """The file type bits of what `path` names now (through symlinks), None if nothing is there."""
+    try:
+        return stat.S_IFMT(os.stat(path).st_mode)
+    except (OSError, ValueError):       # missing, or a name the OS refuses: the write reports it
+        return None
+
+
+def _write_through(path: Path, data: bytes | str | Callable[[BinaryIO], None]) -> Path:
+    """Write to the character device at `path` itself (there is nothing to replace atomically)."""
+    try:
+        with open(path, "wb", buffering=0) as f:
+            if callable(data):
+                data(f)
+            else:
+                f.write(data.encode("utf-8") if isinstance(data, str) else data)
+    except OSError as exc:              # /dev/full: ENOSPC
+        raise SpecError(f"cannot write {path}: {exc.strerror or exc}") from None
     return path
 
 

@@ -491,7 +491,9 @@ def variants(template: str | Path | dict, *, overrides: Iterable[str] = (), scor
     top = top if top is not None else t_top
     checks = _constraint_checks(constraints, where.get(("sweep", "constraints")) or origin)
     scorer = default_scorer() if score == "default" else score
-    defaults = Spec.model_validate({**{k: v for k, v in data.items() if k in ("model",)}, "order": "0"}).to_data()
+    # the template's model section alone, with a bad value reported where it is (file or override)
+    defaults = validate({**{k: v for k, v in data.items() if k in ("model",)}, "order": "0"}, where,
+                        origin).to_data()
     total = 1
     for a in axes:
         total *= len(a.entries)
