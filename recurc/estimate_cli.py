@@ -109,10 +109,13 @@ def add_measure(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--output", help="also write the compressed model bytes to this file")
     p.add_argument("--save-profile", metavar="FILE.json",
                    help="fit a trained-weight profile to this checkpoint for specs' quant.weights")
+    p.add_argument("--device", default="auto",
+                   help="where GPTQ runs: cpu, cuda, cuda:N (default auto: a GPU if there is one); "
+                        "the export's device gives the export's bytes")
 
     def run(args) -> int:
         from .measure import format_measure, measure
         m = measure(args.checkpoint, plan_of(args), hessians=args.hessians, output=args.output,
-                    save_profile=args.save_profile)
+                    save_profile=args.save_profile, device=args.device)
         return _print(m, args.json, format_measure)
     p.set_defaults(run=run)

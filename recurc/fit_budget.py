@@ -178,12 +178,13 @@ def _coarser(q: QuantSettings, qs: quant.QuantizedState) -> list[tuple[str, str,
 
 def fit_to_budget(arrays: Mapping[str, np.ndarray], groups: Mapping[str, str], q: QuantSettings, target: int, *,
                   hessians: Mapping[str, np.ndarray] | None = None,
-                  qstate: quant.QuantizedState | None = None, blob: bytes | None = None) -> tuple[bytes, FitReport]:
+                  qstate: quant.QuantizedState | None = None, blob: bytes | None = None,
+                  device: object = None) -> tuple[bytes, FitReport]:
     """The compressed model bytes, fitted to `target` bytes when they are over (module docstring).
 
     `arrays`: the float weights the state was quantized from; `qstate` and `blob`: that quantized
-    state and its packed bytes (default: made here)."""
-    qs = qstate if qstate is not None else quant.quantize_state(arrays, groups, q, hessians=hessians)
+    state and its packed bytes (default: made here); `device`: where GPTQ runs (quantize_state)."""
+    qs = qstate if qstate is not None else quant.quantize_state(arrays, groups, q, hessians=hessians, device=device)
     blob = blob if blob is not None else quant.pack(qs, q)
     report = FitReport(target=target, before=len(blob), after=len(blob), fits=len(blob) <= target)
     if report.fits:
@@ -201,7 +202,7 @@ def fit_to_budget(arrays: Mapping[str, np.ndarray], groups: Mapping[str, str], q
         for g, label, q2 in _coarser(q, qs):
             names = [t.name for t in _int_tensors(qs) if t.group == g]
             sub = quant.quantize_state({n: arrays[n] for n in names}, {n: g for n in names}, q2,
-                                       hessians=hessians)
+                                       hessians=hessians, device=device)
             qs2 = quant.QuantizedState({n: sub.tensors.get(n, t) for n, t in qs.tensors.items()})
             added = _error(qs2, arrays, hessians, names) - _error(qs, arrays, hessians, names)
             p2 = _Pruner(qs2, arrays, hessians)
@@ -223,15 +224,3 @@ def fit_to_budget(arrays: Mapping[str, np.ndarray], groups: Mapping[str, str], q
 
 
 UNFITTED_NAME = "artifact.unfitted.bin"   # beside the artifact, when the fit changed it: its BPB is measured too
-
-
-def fitted_artifact(arrays: Mapping[str, np.ndarray], groups: Mapping[str, str], q: QuantSettings, target: int, *,
-                    hessians: Mapping[str, np.ndarray] | None = None, enabled: bool = True
-                    ) -> tuple[bytes, bytes, FitReport | None]:
-    """Export's entry: (artifact bytes, the bytes before any fit, report or None when disabled)."""
-    qs = quant.quantize_state(arrays, groups, q, hessians=hessians)
-    blob = quant.pack(qs, q)
-    if not enabled:
-        return blob, blob, None
-    fitted, report = fit_to_budget(arrays, groups, q, target, hessians=hessians, qstate=qs, blob=blob)
-    return fitted, blob, report

@@ -198,10 +198,11 @@ def tensor_entropies(rounded: quant.QuantizedState, q: QuantSettings,
 
 def measure(checkpoint: str | Path | Mapping[str, Any], plan: Plan, *,
             hessians: str | Path | Mapping[str, Any] | None = None, output: str | Path | None = None,
-            workers: int = 2, save_profile: str | Path | None = None) -> Measurement:
+            workers: int = 2, save_profile: str | Path | None = None, device: str = "auto") -> Measurement:
     """Quantize + pack a checkpoint exactly as the export does; measured vs predicted bytes.
     `save_profile`: also fit a trained-weight profile (recurc/profiles.py) to these weights and
-    write it as JSON, for specs to name in `quant.weights`."""
+    write it as JSON, for specs to name in `quant.weights`. `device`: where GPTQ runs
+    (recurc/gptq.py; "auto": a GPU if there is one): the export's device gives the export's bytes."""
     from .estimate import code_bytes
     from .sizemodel import predict
     if save_profile is not None and not str(save_profile).endswith(".json"):
@@ -226,7 +227,7 @@ def measure(checkpoint: str | Path | Mapping[str, Any], plan: Plan, *,
         if hs is not None:
             for n in gptq:
                 hs.setdefault(n, np.eye(arrays[n].shape[1]))
-    qstate = quant.quantize_state(arrays, groups, q_used, hessians=hs)
+    qstate = quant.quantize_state(arrays, groups, q_used, hessians=hs, device=_gptq_device(device))
     payloads = group_payloads(qstate, q)
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:   # compressors release the GIL
         blob_f = pool.submit(quant.pack, qstate, q_used)
@@ -272,6 +273,11 @@ def measure(checkpoint: str | Path | Mapping[str, Any], plan: Plan, *,
         predicted_by_group=dict(pred), predicted_container=pmodel - sum(pred.values()),
         error_pct=100.0 * (pmodel - model) / model, within_interval=plow <= model <= phigh,
         sigma_by_group=sig, seconds=round(time.perf_counter() - t0, 3), notes=notes)
+
+
+def _gptq_device(name: str) -> object:
+    from .gptq import gptq_device
+    return gptq_device(name)
 
 
 def _has_emit() -> bool:

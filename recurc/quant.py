@@ -37,6 +37,7 @@ Rules (see docs/size-model.md for the reasoning):
   control_dtype for groups "scalars"/"per_pass" and passthrough_dtype otherwise.
 - GPTQ (GroupQuant.gptq): column sweep with the upper Cholesky factor of H^-1, 1% dampening,
   blocks of 128 columns (Frantar et al. 2022), row scales fixed before the sweep. No act-order.
+  In torch (recurc/gptq.py, imported only when a tensor is GPTQ'd), on the device asked for.
 """
 from __future__ import annotations
 
@@ -60,11 +61,11 @@ from recurc.quantspec import (Kind,  # noqa: F401
 BASELINE_FORMAT = "int8_clean_per_row_v1"
 RECURC_TORCH_FORMAT = "recurc_int_per_row_v1"   # torch container, any bits / ternary / shuffle
 RECURC_MAGIC = b"RCQ2"   # at the end of the raw container (RCQ1: magic and header first)
-GPTQ_DAMP = 0.01          # fraction of mean(diag H) added to the diagonal
-GPTQ_BLOCK = 128          # columns per lazy-update block
 STD_RULE_SCALE_FLOOR = 1e-12
 
 GroupsArg = Mapping[str, str] | Callable[[str], str]
+# GPTQ jobs (recurc.gptq.GPTQJob) -> int8 codes by name: how quantize_state's GPTQ step is run
+GPTQRunner = Callable[[list], Mapping[str, np.ndarray]]
 
 
 # ----------------------------------------------------------------------------- data types
@@ -153,7 +154,8 @@ def _round_clamp(x: np.ndarray, qmax: int) -> np.ndarray:
     return np.clip(np.round(x), -qmax, qmax).astype(np.int8)
 
 
-def _quantize_int(w: np.ndarray, plan: Storage, hessian: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+def _quantize_int(w: np.ndarray, plan: Storage) -> tuple[np.ndarray, np.ndarray]:
+    """Rounded values and scale of an int tensor that is not GPTQ'd (those: quantize_state)."""
     gq = plan.gq
     assert gq is not None
     qmax = 2 ** (plan.bits - 1) - 1
@@ -165,19 +167,27 @@ def _quantize_int(w: np.ndarray, plan: Storage, hessian: np.ndarray | None) -> t
         q = _round_clamp(np.clip(w, -c, c) / scale, qmax)
         return q, np.array(scale, dtype=np.float32)
     if gq.clip.kind in ("absmax", "search"):
-        stored = _searched_scale(w, gq, qmax, plan.scale_dtype)
-        s = stored.astype(np.float32)
-        if gq.gptq:
-            return gptq_quantize(w, s, qmax, hessian), stored
-        return _round_clamp(w / s[:, None], qmax), stored
+        rounding, stored = _row_scales(w, plan)
+        return _round_clamp(w / rounding[:, None], qmax), stored
     clip = _row_clip(w, gq) if w.size else np.zeros(w.shape[0], np.float32)
     scale = _row_scale(clip, gq, qmax)
     clipped = np.maximum(np.minimum(w, clip[:, None]), -clip[:, None])
-    if gq.gptq:
-        q = gptq_quantize(w, scale, qmax, hessian)   # clamping to ±qmax is part of the sweep's error
-    else:
-        q = _round_clamp(clipped / scale[:, None], qmax)
-    return q, scale.astype(plan.scale_dtype)
+    return _round_clamp(clipped / scale[:, None], qmax), scale.astype(plan.scale_dtype)
+
+
+def _row_scales(w: np.ndarray, plan: Storage) -> tuple[np.ndarray, np.ndarray]:
+    """(the float32 row scales values are rounded with, the scales as stored) of a per-row int
+    tensor. Clip absmax/search round with the stored (fp16) scale, so the error they minimise is
+    the one shipped; percentile/std round with the fp32 scale, as the baseline does."""
+    gq = plan.gq
+    assert gq is not None
+    qmax = 2 ** (plan.bits - 1) - 1
+    if gq.clip.kind in ("absmax", "search"):
+        stored = _searched_scale(w, gq, qmax, plan.scale_dtype)
+        return stored.astype(np.float32), stored
+    clip = _row_clip(w, gq) if w.size else np.zeros(w.shape[0], np.float32)
+    scale = _row_scale(clip, gq, qmax)
+    return scale, scale.astype(plan.scale_dtype)
 
 
 def _stored_scale(scale: np.ndarray, dtype: str) -> np.ndarray:
@@ -230,40 +240,6 @@ def _quantize_ternary(w: np.ndarray, plan: Storage) -> tuple[np.ndarray, np.ndar
     scale = np.maximum(np.abs(w2).mean(axis=1, dtype=np.float64), 1e-12).astype(np.float32)
     q = _round_clamp(w2 / scale[:, None], 1).reshape(w.shape)
     return q, (scale.astype(plan.scale_dtype) if plan.per_row else np.array(scale[0], np.float32))
-
-
-def gptq_quantize(w: np.ndarray, scale: np.ndarray, qmax: int, hessian: np.ndarray) -> np.ndarray:
-    """GPTQ (Frantar et al. 2022) for W (rows, cols) with fixed per-row `scale` and H = X^T X (cols, cols).
-
-    Columns are quantized left to right; each column's rounding error, divided by the diagonal of
-    the upper Cholesky factor U of H^-1, is spread over the not-yet-quantized columns (U's rows),
-    lazily per block of GPTQ_BLOCK columns. Returns int8 values in [-qmax, qmax]."""
-    W = w.astype(np.float64).copy()
-    H = np.array(hessian, dtype=np.float64, copy=True)
-    cols = W.shape[1]
-    dead = np.diag(H) == 0
-    H[dead, dead] = 1.0
-    W[:, dead] = 0.0
-    H[np.diag_indices(cols)] += GPTQ_DAMP * np.mean(np.diag(H))
-    L = np.linalg.cholesky(H)                       # H = L L^T
-    Linv = np.linalg.solve(L, np.eye(cols))         # H^-1 = Linv^T Linv
-    U = np.linalg.cholesky(Linv.T @ Linv).T         # upper factor: H^-1 = U^T U
-    s = scale.astype(np.float64)[:, None]
-    Q = np.zeros(W.shape, dtype=np.int8)
-    for i1 in range(0, cols, GPTQ_BLOCK):
-        i2 = min(i1 + GPTQ_BLOCK, cols)
-        W1 = W[:, i1:i2].copy()
-        E1 = np.zeros_like(W1)
-        U1 = U[i1:i2, i1:i2]
-        for i in range(i2 - i1):
-            col = W1[:, i:i + 1]
-            qi = np.clip(np.round(col / s), -qmax, qmax)
-            Q[:, i1 + i] = qi[:, 0].astype(np.int8)
-            err = (col - qi * s) / U1[i, i]
-            W1[:, i:] -= err @ U1[i:i + 1, i:]
-            E1[:, i:i + 1] = err
-        W[:, i2:] -= E1 @ U[i1:i2, i2:]
-    return Q
 
 
 def _fp8_table() -> np.ndarray:
@@ -385,14 +361,21 @@ def _add_lqer(qstate: QuantizedState, weights: dict[str, np.ndarray], spec: Quan
 
 
 def quantize_state(state: Mapping[str, np.ndarray], groups: GroupsArg, spec: QuantSettings,
-                   hessians: Mapping[str, np.ndarray] | None = None) -> QuantizedState:
+                   hessians: Mapping[str, np.ndarray] | None = None, *, device: object = None,
+                   gptq: GPTQRunner | None = None) -> QuantizedState:
     """Quantize a state dict. `groups` maps each name to one of quantspec.GROUPS;
     `hessians[name]` (in x in) is required for every 2-D tensor of a group with gptq=True, and
-    (unless quant.rank.without_hessians says otherwise) for every candidate of quant.rank."""
+    (unless quant.rank.without_hessians says otherwise) for every candidate of quant.rank.
+
+    GPTQ'd tensors are swept by recurc/gptq.py in torch on `device` (default the CPU), all
+    together after their scales are set; `gptq` replaces that step (runtime/export.py spreads it
+    over the ranks of a run). The codes depend on the device's arithmetic: the same device gives
+    the same bytes."""
     out = QuantizedState()
     items = [(name, np.asarray(arr), _group_of(groups, name)) for name, arr in state.items()]
     top = rank_top(spec, [(n, tuple(a.shape), a.dtype.name, g) for n, a, g in items], hessians)
     weights: dict[str, np.ndarray] = {}
+    jobs: list = []
     for name, a, group in items:
         plan = plan_tensor(tuple(a.shape), a.dtype.name, group, spec, name, top.get(name))
         qt = QTensor(name, group, tuple(a.shape), a.dtype.name, plan.kind, plan.bits)
@@ -402,11 +385,14 @@ def quantize_state(state: Mapping[str, np.ndarray], groups: GroupsArg, spec: Qua
             w = np.ascontiguousarray(a, dtype=np.float32)
             if not np.isfinite(w).all():
                 raise SpecError(f"tensor {name!r} has NaN or infinite values; cannot quantize it")
-            hessian = None
-            if plan.gptq:
-                hessian = _checked_hessian(name, w.shape, hessians)
-            if plan.kind == "int":
-                qt.q, qt.scale = _quantize_int(w, plan, hessian)
+            if plan.gptq:   # values come from the sweep below; the scale is fixed now
+                from .gptq import GPTQJob
+                rounding, qt.scale = _row_scales(w, plan)
+                jobs.append(GPTQJob(name, w, rounding, 2 ** (plan.bits - 1) - 1,
+                                    _checked_hessian(name, w.shape, hessians)))
+                weights[name] = w
+            elif plan.kind == "int":
+                qt.q, qt.scale = _quantize_int(w, plan)
                 weights[name] = w
             elif plan.kind == "fp8":
                 qt.q, qt.scale = _quantize_fp8(w, plan)
@@ -415,6 +401,14 @@ def quantize_state(state: Mapping[str, np.ndarray], groups: GroupsArg, spec: Qua
                 assert plan.gq is not None
                 qt.group_size, qt.packing = plan.gq.group_size, plan.gq.packing
         out.tensors[name] = qt
+    if jobs:
+        if gptq is None:
+            from .gptq import gptq_codes
+            codes = gptq_codes(jobs, device)
+        else:
+            codes = gptq(jobs)
+        for j in jobs:
+            out.tensors[j.name].q = codes[j.name]
     _add_lqer(out, weights, spec)
     return out
 
