@@ -112,6 +112,9 @@ def state_arrays(state: Mapping[str, Any], plan: Plan) -> dict[str, np.ndarray]:
     return {p.name: state[p.name].detach().float().cpu().numpy() for p in plan.params}
 
 
+MAX_HESSIAN = 1e30
+
+
 def _load_hessians(hessians: str | Path | Mapping[str, Any] | None) -> dict[str, np.ndarray] | None:
     if hessians is None:
         return None
@@ -128,9 +131,11 @@ def _load_hessians(hessians: str | Path | Mapping[str, Any] | None) -> dict[str,
             h = v.double().cpu().numpy() if hasattr(v, "double") else np.asarray(v, np.float64)
         except (TypeError, ValueError, RuntimeError):
             h = None
+        # |entries| beyond MAX_HESSIAN overflow GPTQ's Cholesky factors (1e308 became inf)
         if not isinstance(k, str) or h is None or h.ndim != 2 or h.shape[0] != h.shape[1] \
-                or not np.isfinite(h).all():
-            raise SpecError(f"{where}: the Hessian of {str(k)[:80]!r} is not a finite square matrix",
+                or not np.isfinite(h).all() or np.abs(h).max(initial=0.0) > MAX_HESSIAN:
+            raise SpecError(f"{where}: the Hessian of {str(k)[:80]!r} is not a finite square matrix "
+                            f"with entries of at most {MAX_HESSIAN:g}",
                             hint="each value is the n×n input Hessian (X^T X) of that Linear")
         out[k] = h
     return out

@@ -21,6 +21,7 @@ No numpy or torch here: the spec layer imports this module.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,10 +55,17 @@ class WeightProfile:
     # for both. Empty: `beta`.
     beta_pct: tuple[tuple[str, float], ...] = ()
     band: float = DEFAULT_BAND                     # relative half-width of the interval (measured)
+    # correlation time (steps) of the Muon updates that sets the std of weight-decayed matrices
+    # (sizemodel.decay_sigma), which the scale floor of percentile and search clips reads; None: unknown
+    decay_tau: float | None = None
+    # the shape plain FP8 codes see (e4m3 codes are log-spaced, so they read the spread of log|w|,
+    # tails included); None: `beta`
+    fp8_beta: float | None = None
 
     @classmethod
     def make(cls, name: str, beta: dict[str, float], gptq_bits: dict[str, float], source: str = "",
-             beta_pct: dict[str, float] | None = None, band: float = DEFAULT_BAND) -> "WeightProfile":
+             beta_pct: dict[str, float] | None = None, band: float = DEFAULT_BAND,
+             decay_tau: float | None = None, fp8_beta: float | None = None) -> "WeightProfile":
         missing = [r for r in ROLES if r not in beta or r not in gptq_bits or (beta_pct is not None and r not in beta_pct)]
         if missing:
             raise ValueError(f"profile {name!r} lacks role(s) {', '.join(missing)} (roles: {', '.join(ROLES)})")
@@ -68,8 +76,13 @@ class WeightProfile:
                     raise ValueError(f"profile {name!r}: beta of {r} must lie in 0.3..8, got {b}")
         if not 0.0 <= float(band) < 0.5:
             raise ValueError(f"profile {name!r}: band must lie in [0, 0.5), got {band}")
+        if decay_tau is not None and not 0.0 < float(decay_tau) <= 1e6:
+            raise ValueError(f"profile {name!r}: decay_tau must lie in (0, 1e6] steps, got {decay_tau}")
+        if fp8_beta is not None and not 0.3 <= float(fp8_beta) <= 8.0:
+            raise ValueError(f"profile {name!r}: fp8_beta must lie in 0.3..8, got {fp8_beta}")
         return cls(name, tuple((r, float(beta[r])) for r in ROLES), tuple((r, float(gptq_bits[r])) for r in ROLES),
-                   source, () if beta_pct is None else tuple((r, float(beta_pct[r])) for r in ROLES), float(band))
+                   source, () if beta_pct is None else tuple((r, float(beta_pct[r])) for r in ROLES), float(band),
+                   None if decay_tau is None else float(decay_tau), None if fp8_beta is None else float(fp8_beta))
 
     @classmethod
     def uniform(cls, beta: float) -> "WeightProfile":
@@ -77,7 +90,9 @@ class WeightProfile:
         return cls.make(f"beta={beta:g}", {r: beta for r in ROLES}, {r: 0.0 for r in ROLES})
 
     def beta_of(self, role: str, rule: str = "std") -> float:
-        """The shape of a role's weights as a clip rule ("std" or "percentile") sees them."""
+        """The shape of a role's weights as a rule ("std", "percentile" or "fp8") sees them."""
+        if rule == "fp8" and self.fp8_beta is not None:
+            return self.fp8_beta
         return dict(self.beta_pct or self.beta)[role] if rule == "percentile" else dict(self.beta)[role]
 
     def gptq_bits_of(self, role: str) -> float:
@@ -89,6 +104,10 @@ class WeightProfile:
             d["beta_pct"] = dict(self.beta_pct)
         if self.band != DEFAULT_BAND:
             d["band"] = self.band
+        if self.decay_tau is not None:
+            d["decay_tau"] = self.decay_tau
+        if self.fp8_beta is not None:
+            d["fp8_beta"] = self.fp8_beta
         return json.dumps(d, indent=1)
 
     @classmethod
@@ -96,8 +115,11 @@ class WeightProfile:
         d = json.loads(text, parse_constant=_no_constant)   # no NaN/Infinity
         if not isinstance(d, dict) or not {"name", "beta", "gptq_bits"} <= set(d):
             raise ValueError("a weight profile is a JSON object with name, beta and gptq_bits")
+        _check_profile_data(d)
         return cls.make(str(d["name"]), dict(d["beta"]), dict(d["gptq_bits"]), str(d.get("source", "")),
-                        dict(d["beta_pct"]) if "beta_pct" in d else None, float(d.get("band", DEFAULT_BAND)))
+                        dict(d["beta_pct"]) if "beta_pct" in d else None, float(d.get("band", DEFAULT_BAND)),
+                        None if d.get("decay_tau") is None else float(d["decay_tau"]),
+                        None if d.get("fp8_beta") is None else float(d["fp8_beta"]))
 
 
 # GPTQ's extra bits/value over rounding the same weights, measured on the 1,140-step loop45_sp8192
@@ -119,6 +141,12 @@ TRAINED_BETA = 1.9068
 # - the percentile clips' shape (their row maxima) is fitted on the percentile-clip records;
 # - the band is the worst leave-one-out error over the records plus the 10 KB seeds differ by.
 TRAINED_PCT_BETA = 1.919
+# - the update correlation time that sets the std of weight-decayed Muon matrices (sizemodel.
+#   decay_sigma), which a clip's scale floor 1/qmax reads, fitted on the records whose floor binds
+#   (percentile or search clips with weight decay: Vocab4096_MLPMult4_WD085 alone so far);
+TRAINED_DECAY_TAU: float | None = None
+# - the shape plain FP8 codes read, fitted on the FP8 records (74M_Ternary alone so far);
+TRAINED_FP8_BETA: float | None = None
 TRAINED_GPTQ_BITS = -0.0048
 TRAINED_BAND = 0.0017
 # Relative half-widths of the other built-in profiles, from their errors on the records and runs
@@ -137,18 +165,20 @@ TRAINED_TOKENS = 1.0e9
 AUTO = "auto"
 
 
-def trained_profile(pct_beta: float, gptq_bits: float, band: float = DEFAULT_BAND, source: str = "") -> WeightProfile:
+def trained_profile(pct_beta: float, gptq_bits: float, band: float = DEFAULT_BAND, source: str = "",
+                    decay_tau: float | None = None, fp8_beta: float | None = None) -> WeightProfile:
     """The fully trained family: Gaussian under SDClip, one shape for percentile clips, one GPTQ
-    figure for every role (what a handful of whole-artifact byte counts can pin down)."""
+    figure for every role, one update correlation time for weight-decayed matrices (what a handful
+    of whole-artifact byte counts can pin down)."""
     return WeightProfile.make("trained", {r: 2.0 for r in ROLES}, {r: gptq_bits for r in ROLES},
                               source or "fitted to the published 10-minute 8×H100 records (specs/records)",
-                              {r: pct_beta for r in ROLES}, band)
+                              {r: pct_beta for r in ROLES}, band, decay_tau, fp8_beta)
 
 
 PROFILES: dict[str, WeightProfile] = {p.name: p for p in (
     trained_profile(TRAINED_PCT_BETA, TRAINED_GPTQ_BITS, TRAINED_BAND,
                     "fitted to the published 10-minute 8×H100 records in specs/records "
-                    "(CALIBRATION.md; recurc/calibration.py)"),
+                    "(CALIBRATION.md; recurc/calibration.py)", TRAINED_DECAY_TAU, TRAINED_FP8_BETA),
     WeightProfile.make(   # calibrate_sizemodel.py --fit-profile benchmarks/results/loop45_sp8192_1140steps_tensors.json
         "recurc-sp8192-short",
         {"embedding": 2.0, "input": 1.2, "attn_out": 2.0, "mlp_out": 0.591},
@@ -196,6 +226,32 @@ def load_profile(ref: str) -> WeightProfile:
 
 
 MAX_PROFILE_BYTES = 1_000_000
+MAX_PROFILE_NAME = 256
+MAX_GPTQ_BITS = 8.0      # |GPTQ bits/value| a profile may hold (measured ones are below 0.1)
+
+
+def _check_profile_data(d: dict) -> None:
+    """A profile file's values are finite numbers (never text, a truth value or 1e999, which JSON
+    reads as infinity) for exactly the known roles, and its name is a short text."""
+    if not isinstance(d["name"], str) or len(d["name"]) > MAX_PROFILE_NAME:
+        raise ValueError(f"a profile's name is a text of at most {MAX_PROFILE_NAME} characters")
+    for key in ("beta", "gptq_bits", "beta_pct"):
+        if key not in d:
+            continue
+        table = d[key]
+        if not isinstance(table, dict):
+            raise ValueError(f"{key} is an object of role → number")
+        unknown = sorted(set(table) - set(ROLES))
+        if unknown:
+            raise ValueError(f"{key}: unknown role {unknown[0][:40]!r} (roles: {', '.join(ROLES)})")
+        for role, v in table.items():
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise ValueError(f"{key}.{role} must be a finite number, got {str(v)[:40]!r}")
+            if key == "gptq_bits" and abs(v) > MAX_GPTQ_BITS:
+                raise ValueError(f"gptq_bits.{role} must lie in -{MAX_GPTQ_BITS:g}..{MAX_GPTQ_BITS:g}, got {v:g}")
+    band = d.get("band", DEFAULT_BAND)
+    if isinstance(band, bool) or not isinstance(band, (int, float)):
+        raise ValueError(f"band must be a number, got {str(band)[:40]!r}")
 
 
 def _no_constant(name: str) -> float:
@@ -208,6 +264,7 @@ def split_anchor(text: str) -> tuple[str, int]:
     measure`), digits with optional `_` or `,`."""
     path, sep, num = text.rpartition("=")
     digits = num.replace("_", "").replace(",", "").strip()
-    if not sep or not path.strip() or not digits.isdigit() or int(digits) <= 0:
+    # at most 15 digits: a byte count, never one that overflows the float arithmetic downstream
+    if not sep or not path.strip() or not digits.isdigit() or len(digits) > 15 or int(digits) <= 0:
         raise ValueError(f"anchor {text!r} is not SIBLING=BYTES (a spec path and its measured model bytes)")
     return path.strip(), int(digits)

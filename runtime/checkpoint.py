@@ -34,8 +34,15 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
-    """torch.save `state` to `path` atomically."""
-    return atomic_write(path, lambda f: torch.save({"version": CHECKPOINT_VERSION, **state}, f))
+    """torch.save `state` to `path` atomically; a failed write (a full disk) is one SpecError and
+    leaves the previous checkpoint, if any, in place."""
+    def write(f) -> None:
+        try:
+            torch.save({"version": CHECKPOINT_VERSION, **state}, f)
+        except RuntimeError as exc:   # torch's zip writer reports a failed write as a RuntimeError
+            first = (str(exc).strip().splitlines() or ["write failed"])[0][:160]
+            raise OSError(f"the checkpoint could not be written completely (a full disk?): {first}") from None
+    return atomic_write(path, write)
 
 
 # what a checkpoint must hold, and of which type, before any of it is restored
