@@ -145,8 +145,10 @@ def _need_writable(folder: Path) -> None:
         fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-test-")
         os.close(fd)
         os.unlink(probe)
-    except OSError as exc:
-        raise SpecError(f"output folder {folder} is not writable: {exc.strerror or exc}", where=WHERE,
+    except (OSError, ValueError) as exc:     # ValueError: a NUL byte in the name
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        shown = repr(str(folder)) if "\0" in str(folder) else str(folder)
+        raise SpecError(f"output folder {shown} is not writable: {why}", where=WHERE,
                         hint="choose another folder with -o DIR") from None
 
 

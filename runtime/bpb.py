@@ -150,16 +150,25 @@ class BPBAccumulator:
         return bits_per_byte(self.nll_nats, self.bytes)
 
 
+MAX_TOKENIZER_BYTES = 64 << 20      # SentencePiece models of the challenge are well under 1 MB
+
+
 def _as_processor(model: "str | os.PathLike | object"):
     """A SentencePieceProcessor from a path, or the processor itself."""
     import sentencepiece as spm
 
     if isinstance(model, spm.SentencePieceProcessor):
         return model
+    from recurc.errors import SpecError
+    from recurc.safeio import read_bytes
     path = os.fspath(model)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"SentencePiece model not found: {path}")
-    return spm.SentencePieceProcessor(model_file=path)
+    proto = read_bytes(path, MAX_TOKENIZER_BYTES, "SentencePiece model")   # a regular file, bounded
+    try:
+        return spm.SentencePieceProcessor(model_proto=proto)
+    except (RuntimeError, ValueError, TypeError) as exc:   # not a ModelProto
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]
+        raise SpecError(f"{path} is not a SentencePiece model ({first})",
+                        hint="--tokenizer takes the .model file the shards were tokenized with") from None
 
 
 def _numel(ids: IdTensor) -> int:

@@ -149,15 +149,27 @@ def corpus_documents(patterns: list[str], max_bytes: int, min_chars: int = DOC_M
     docs: list[str] = []
     total = 0
     for path in paths:
-        try:
-            text = Path(path).read_text(encoding="utf-8")
+        try:    # at most the bytes still wanted: a huge (or sparse) file is never read whole
+            with open(path, "rb") as f:
+                data = f.read(max(0, max_bytes - total))
+            text = _utf8_prefix(data)
         except (OSError, UnicodeDecodeError):
             continue
         docs += cut_documents(text, min_chars)
-        total += len(text)
+        total += len(data)
         if total >= max_bytes:
             break
     return [d for d in docs if d.strip()]
+
+
+def _utf8_prefix(data: bytes) -> str:
+    """`data` as UTF-8, allowing a character cut by the read limit at its very end."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if exc.start >= len(data) - 3:
+            return data[:exc.start].decode("utf-8")
+        raise
 
 
 def build_demo_data(out_dir: str | os.PathLike, vocab_size: int = 1024,

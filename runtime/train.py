@@ -484,8 +484,9 @@ class Trainer:
 
 # ============================================================================ command line
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    from recurc.cli import _Parser                    # usage errors as one `error:` line + hint
     from recurc.runtime_cli import add_train_options  # one definition, shared with `recurc train`
-    p = argparse.ArgumentParser(prog="python -m runtime.train", description="train a recurc spec")
+    p = _Parser(prog="python -m runtime.train", description="train a recurc spec")
     p.add_argument("spec", help="spec YAML file")
     p.add_argument("overrides", nargs="*", help="key.path=value overrides, e.g. train.iterations=200")
     add_train_options(p)
@@ -504,7 +505,8 @@ def resolve_data(args: argparse.Namespace, d: Dist) -> tuple[str, str, str]:
                 args.tokenizer or str(demo / "tokenizer.model"))
     val = args.val or str(Path(args.data).parent / "fineweb_val_*.bin")
     if args.tokenizer is None:
-        raise SystemExit("--tokenizer is required with --data (BPB needs the SentencePiece model)")
+        raise SpecError("--tokenizer is required with --data (BPB needs the SentencePiece model)",
+                        where="<command line>")
     return args.data, val, args.tokenizer
 
 
@@ -524,14 +526,26 @@ def train_rank(cfg: RunConfig, plan: Plan, d: Dist) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m runtime.train`: any bad input ends in one `error:` line, as under `recurc train`."""
     args = parse_args(argv)
-    overrides = list(args.overrides) + ([f"train.iterations={args.steps}"] if args.steps else [])
     try:
-        spec = load_spec(args.spec, overrides)
-        plan = make_plan(spec)
+        return _run(args)
     except SpecError as exc:
-        print(exc, file=sys.stderr)
+        print(f"error: {exc.render()}", file=sys.stderr)
         return 2
+    except OSError as exc:           # an output folder or log that cannot be written
+        name = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+        print(f"error: {name}{exc.strerror or exc}", file=sys.stderr)
+        return 1
+
+
+def _run(args: argparse.Namespace) -> int:
+    overrides = list(args.overrides) + ([f"train.iterations={args.steps}"] if args.steps else [])
+    spec = load_spec(args.spec, overrides)
+    plan = make_plan(spec)
+    if args.micro_tokens is not None and args.micro_tokens < 1:
+        raise SpecError(f"--micro-tokens takes a positive number of tokens, got {args.micro_tokens}",
+                        where="<command line>")
     d = init_distributed(args.device)
     try:
         data, val, tokenizer = resolve_data(args, d)

@@ -86,8 +86,12 @@ def test_padded_vocab_ids_are_zero_byte_boundaries(sp) -> None:
 def test_from_path_and_missing_file(demo, counter, tmp_path: Path) -> None:
     from_path = ByteCounter.from_sentencepiece(demo.tokenizer_path)
     assert torch.equal(from_path.base_bytes, counter.base_bytes)
-    with pytest.raises(FileNotFoundError, match="nope.model"):
+    from recurc.errors import SpecError
+    with pytest.raises(SpecError, match="nope.model"):       # one clean error, never a traceback
         ByteCounter.from_sentencepiece(tmp_path / "nope.model")
+    (tmp_path / "text.model").write_text("not a model")
+    with pytest.raises(SpecError, match="not a SentencePiece model"):
+        ByteCounter.from_sentencepiece(tmp_path / "text.model")
 
 
 def test_bits_per_byte_formula() -> None:
