@@ -230,11 +230,15 @@ def fit_records() -> None:
     fitted = cal.fit_trained(cal.RECORDS)
     print(f"TRAINED_PCT_BETA = {fitted.beta_of('input', 'percentile')}")
     print(f"TRAINED_GPTQ_BITS = {fitted.gptq_bits_of('input')}")
+    print(f"TRAINED_DECAY_TAU = {fitted.decay_tau}")
+    print(f"TRAINED_FP8_BETA = {fitted.fp8_beta}")
     rows = cal.table()
     print(f"TRAINED_BAND = {cal.band_for(rows, 'record')}   (worst leave-one-out error + {cal.SEED_SPREAD:,} B)")
     print(f"SHORT_BAND = {cal.band_for(rows, 'run')}")
     for name in ("challenge-baseline", "gaussian"):
-        worst = max(abs(cal.predict(r, PROFILES[name]) / r.model_bytes - 1) for r in cal.RECORDS if r.kind == "record")
+        # over the records these profiles can speak for: they carry no weight-decay or FP8 figure
+        worst = max(abs(cal.predict(r, PROFILES[name]) / r.model_bytes - 1) for r in cal.RECORDS
+                    if r.kind == "record" and not any(cal._uses(r)[2:]))
         print(f"{name}: worst error on the records {worst:.4%}; band "
               f"{math.ceil((worst + cal.SEED_SPREAD / cal.BUDGET) * 1e4) / 1e4}")
     pairs = [(a, b) for a in cal.RECORDS for b in cal.RECORDS if a is not b and a.kind == b.kind == "record"
@@ -246,14 +250,22 @@ def fit_records() -> None:
         worst = max(worst, abs(err))
         print(f"  {a.name} anchored on {b.name}: {cal.anchored(a, b):,.0f} vs {a.model_bytes:,} ({err:+.4%})")
     print(f"ANCHOR_BAND = {math.ceil((worst + 2 * cal.SEED_SPREAD / cal.BUDGET) * 1e4) / 1e4}")
+    print(f"\nfitted on one record only (leave-one-out no test): {', '.join(cal.single_record_parameters()) or 'none'}")
     print(f"\n| artifact | actual | predicted (profile) | error | leave-one-out | error | band | covered |")
     print("|---|---:|---:|---:|---:|---:|---:|:-:|")
+    tested = covered = 0
     for r in rows:
         loo = "—" if r.loo is None else f"{r.loo:,.0f}"
         le = "—" if r.loo_error is None else f"{r.loo_error:+.3%}"
         cov = "—" if r.loo_error is None else ("yes" if abs(r.loo_error) <= r.band else "no")
+        if not r.tested:
+            cov += " (untested: a parameter only it constrains)"
+        elif r.loo_error is not None:
+            tested += 1
+            covered += abs(r.loo_error) <= r.band
         print(f"| {r.name} | {r.actual:,} | {r.predicted:,.0f} ({r.profile}) | {r.error:+.3%} | {loo} | {le} | "
               f"±{r.band:.2%} | {cov} |")
+    print(f"\ncoverage: {covered}/{tested} tested leave-one-out predictions inside their profile's band")
 
 
 def main() -> None:

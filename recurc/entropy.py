@@ -136,20 +136,27 @@ def _top_order_stats(n: int, k: int, beta: float) -> np.ndarray:
     return np.stack([_order_stat_quantiles(n, j, beta) for j in range(k)])
 
 
-def _searched_clips(n: int, bits: int, candidates: tuple[float, ...], beta: float) -> np.ndarray:
+def _searched_clips(n: int, bits: int, candidates: tuple[float, ...], beta: float,
+                    floor: float = 0.0, per: str = "row") -> np.ndarray:
     """Clip/sigma per quadrature point of clip `search` (quant.py's "GPTQ-lite"): of the candidate
-    row quantiles, the one whose rounding has the least squared error in that row, the error being
+    row quantiles, the one whose rounding has the least squared error, the error being
     n·step²/12 for the values inside plus the squared excess of the order statistics above the
-    clip (clamped to it); `absmax` is the single candidate 1.0."""
+    clip (clamped to it); per row, or (`per` "matrix") the one least on average over the rows;
+    `absmax` is the single candidate 1.0. `floor`: the least clip (sigma units) the scale floor
+    1/qmax leaves, i.e. 1/sigma for an absolute weight std sigma (0: no floor). Under the floor
+    every candidate below it rounds with the same step, so a small-weight matrix's search is moot."""
     qmax = 2 ** (bits - 1) - 1
     above = max(1, min(n, max(n - 1 - int(np.floor(np.float32(c) * np.float32(n - 1))) for c in candidates) + 1))
     top = _top_order_stats(n, above, beta)
     best_clip = best_err = None
     for c in candidates:
         clip = top[0] if c >= 1.0 else np.array(_percentile_clips(n, 100.0 * c, beta))
+        clip = np.maximum(clip, floor)
         step = clip / qmax
         excess = np.clip(top - clip[None, :], 0.0, None)
         err = n * step ** 2 / 12.0 + (excess ** 2).sum(axis=0)
+        if per == "matrix":
+            err = np.full_like(err, err.mean())
         if best_clip is None:
             best_clip, best_err = clip, err
         else:
@@ -159,22 +166,51 @@ def _searched_clips(n: int, bits: int, candidates: tuple[float, ...], beta: floa
     return best_clip
 
 
+@lru_cache(maxsize=1)
+def _fp8_magnitudes() -> np.ndarray:
+    """The non-negative e4m3fn values in code order 0..126 (bias 7, subnormals below 2^-6, max 448)."""
+    c = np.arange(127)
+    e, m = c >> 3, (c & 7).astype(np.float64)
+    return np.where(e == 0, m / 8.0 * 2.0 ** -6, (1.0 + m / 8.0) * 2.0 ** (e - 7.0))
+
+
+def _fp8_entropy(beta: float, sigma: float | None, n: int, row_scaled: bool) -> tuple[float, float]:
+    """(entropy, Huffman length) of e4m3 codes of generalized-Gaussian weights: plain casts read the
+    absolute std `sigma` (the subnormals and the saturation at 448 are absolute; None: a std of 1,
+    where neither matters); rows scaled to absmax 448 (`row_scaled`) read the row maximum of n values."""
+    mags = _fp8_magnitudes()
+    edges = np.concatenate([0.5 * (mags[1:] + mags[:-1]), [np.inf]])   # round to nearest code
+    if row_scaled:
+        scales = _order_stat_quantiles(n, 0, beta) / 448.0               # sigma units per code unit
+    else:
+        scales = np.array([1.0 / (sigma if sigma else 1.0)])
+    p = np.zeros(len(mags))
+    for s in scales:
+        surv = np.concatenate([[1.0], _surv(np.minimum(edges[:-1] * s, _XMAX), beta), [0.0]])
+        p += surv[:-1] - surv[1:]
+    return _entropy_from_abs_probs(p / len(scales))
+
+
 def value_entropy(kind: str, bits: int, rule: str, value: float, n: int, beta: float,
-                  sigma: float | None, candidates: tuple[float, ...] = ()) -> tuple[float, float]:
+                  sigma: float | None, candidates: tuple[float, ...] = (), per: str = "row") -> tuple[float, float]:
     """(entropy, Huffman length) in bits/value of a tensor's quantized values under the weight-shape model.
 
     n: values sharing one scale (row length, or numel for per-tensor); sigma: absolute weight std
-    (only used by the percentile rule's scale floor 1/qmax; None = floor inactive); candidates:
-    the row quantiles of clip `search`."""
+    (read by the scale floor 1/qmax of the percentile and search rules, and by plain FP8; None:
+    floor inactive); candidates, per: the row quantiles of clip `search` and where it chooses.
+    kind "fp8": `rule` "row" for rows scaled to absmax 448, else a plain cast."""
     if kind == "ternary":
         _, _, m = _shape_table(beta)
         p0 = 1.0 - float(_surv(np.array([0.5 * m]), beta)[0])
         return _entropy_from_abs_probs(np.array([p0, 1.0 - p0]))
+    if kind == "fp8":
+        return _fp8_entropy(beta, sigma, n, rule == "row")
     qmax = 2 ** (bits - 1) - 1
     if rule == "std":
         clip = np.array([value])
     elif rule in ("search", "absmax"):
-        clip = _searched_clips(n, bits, tuple(candidates) if rule == "search" else (1.0,), beta)
+        floor = 1.0 / sigma if (rule == "search" and sigma) else 0.0
+        clip = _searched_clips(n, bits, tuple(candidates) if rule == "search" else (1.0,), beta, floor, per)
     else:
         clip = np.array(_percentile_clips(n, value, beta))
     step = clip / qmax
@@ -182,5 +218,3 @@ def value_entropy(kind: str, bits: int, rule: str, value: float, n: int, beta: f
         step = np.maximum(step, 1.0 / qmax / sigma)
     p = _level_probs(step, clip, qmax, beta).mean(axis=0)     # mixture over rows
     return _entropy_from_abs_probs(p)
-
-

@@ -165,17 +165,26 @@ def _tensors(plan: Plan) -> list[tuple[str, tuple[int, ...], str]]:
     return [(p.name, p.shape, p.group) for p in plan.params]
 
 
+def muon_recipe(plan: Plan) -> tuple[float, float] | None:
+    """(matrix_lr, weight_decay) when the matrices train with weight decay: the size model reads
+    the std it holds them at (sizemodel.decay_sigma) where a clip's scale floor makes it matter."""
+    t = plan.train
+    return (float(t.matrix_lr), float(t.weight_decay)) if t.weight_decay > 0 else None
+
+
 def _bytes(plan: Plan, profile: WeightProfile):
     # Sweeps score many variants with the same tensors and quant settings (a loop window moves,
-    # the stored weights do not): the prediction is a pure function of those and the profile.
+    # the stored weights do not): the prediction is a pure function of those, the profile and
+    # the weight-decay recipe.
     from .sizemodel import ShapeAssumption, predict
     tensors = tuple(_tensors(plan))
-    key = (tensors, json.dumps(to_data(plan.quant), sort_keys=True), profile)
+    recipe = muon_recipe(plan)
+    key = (tensors, json.dumps(to_data(plan.quant), sort_keys=True), profile, recipe)
     hit = _PREDICTIONS.get(key)
     if hit is None:
         if len(_PREDICTIONS) > 4096:
             _PREDICTIONS.clear()
-        hit = _PREDICTIONS[key] = predict(list(tensors), plan.quant, ShapeAssumption(profile=profile))
+        hit = _PREDICTIONS[key] = predict(list(tensors), plan.quant, ShapeAssumption(profile=profile, muon=recipe))
     return hit
 
 
@@ -193,9 +202,7 @@ def schedule_flops(plan: Plan) -> float:
     phases = sorted(plan.phases, key=lambda ph: ph.start)
     for i, ph in enumerate(phases):
         end = phases[i + 1].start if i + 1 < len(phases) else 1.0
-        # a phase that draws its path each step (random_depth) costs the expectation over its draws
-        mean = sum(p * forward_flops(plan, name) for name, p in ph.weighted())
-        sched += 3.0 * mean * max(end - ph.start, 0.0)
+        sched += 3.0 * forward_flops(plan, ph.path) * max(end - ph.start, 0.0)
     return sched
 
 
@@ -280,6 +287,10 @@ def estimate(plan: Plan, *, suggest: bool = True, anchor: tuple[Plan | str, int]
     if comp.name != "none" and comp.level is not None and comp.level != Compressor(name=comp.name).effective_level:
         notes.append(f"the size model is calibrated at {comp.name}'s maximum level; at level {comp.level} "
                      "expect more bytes (brotli-9 measured ~18 % above brotli-11 on int6 values)")
+    leans = _single_record_figures(plan, profile)
+    if leans:
+        notes.append(f"this estimate leans on {' and '.join(leans)}, each fitted on one published record: "
+                     "the band (measured by leave-one-out) does not cover that (docs/size-model.md)")
     if any(g.scheme == "ternary" for g in plan.quant.groups.values()):
         notes.append("ternary values sharing the artifact with int8 values come out ~2 % above this "
                      "estimate with brotli (docs/size-model.md, known gap)")
@@ -323,6 +334,19 @@ def estimate(plan: Plan, *, suggest: bool = True, anchor: tuple[Plan | str, int]
     return est
 
 
+def _single_record_figures(plan: Plan, profile: WeightProfile) -> list[str]:
+    """The profile's figures fitted on a single record that this plan's bytes depend on."""
+    out = []
+    storages = [p.storage for p in plan.params if p.storage is not None]
+    if profile.decay_tau is not None and muon_recipe(plan) is not None and any(
+            st.kind == "int" and st.gq is not None and st.gq.clip.kind in ("percentile", "search")
+            for p, st in zip(plan.params, storages) if p.group in ("attention", "mlp")):
+        out.append("the weight-decay std (Vocab4096_MLPMult4_WD085)")
+    if profile.fp8_beta is not None and any(st.kind == "fp8" and not st.per_row for st in storages):
+        out.append("the FP8 shape (74M_Ternary)")
+    return out
+
+
 def _compressor_label(c) -> str:
     return f"{c.name}-{c.effective_level}" + (" + byte shuffle" if c.byte_shuffle else "")
 
@@ -363,7 +387,7 @@ def _int_groups(plan: Plan) -> dict[str, Any]:
     q = plan.quant
     out = {}
     for p in plan.params:
-        tp = plan_tensor(p.shape, "float32", p.group, q)
+        tp = plan_tensor(p.shape, "float32", p.group, q, p.name)
         if tp.kind == "int" and p.group not in out:
             out[p.group] = tp.gq
     return out
@@ -375,7 +399,7 @@ def _passthrough_groups(plan: Plan) -> dict[str, int]:
     q = plan.quant
     out: dict[str, int] = {}
     for p in plan.params:
-        tp = plan_tensor(p.shape, "float32", p.group, q)
+        tp = plan_tensor(p.shape, "float32", p.group, q, p.name)
         if tp.kind == "passthrough" and p.numel > q.passthrough_max_numel:
             out[p.group] = out.get(p.group, 0) + p.numel
         elif tp.kind == "passthrough" and q.groups.get(p.group) is not None \

@@ -194,7 +194,7 @@ def tensor_entropies(rounded: quant.QuantizedState, q: QuantSettings,
     out = []
     for name, t in rounded.tensors.items():
         if t.kind == "int" and t.q is not None:
-            tp = quant.plan_tensor(t.shape, "float32", t.group, q)
+            tp = quant.plan_tensor(t.shape, "float32", t.group, q, name)
             gptqd = gptq_state is not None and tp.gptq
             out.append(TensorEntropy(name, tuple(t.shape), t.group, entropy_bits(t.q),
                                      entropy_bits(gptq_state.tensors[name].q) if gptqd else None))
@@ -208,8 +208,8 @@ def measure(checkpoint: str | Path | Mapping[str, Any], plan: Plan, *,
     `save_profile`: also fit a trained-weight profile (recurc/profiles.py) to these weights and
     write it as JSON, for specs to name in `quant.weights`. `device`: where GPTQ runs
     (recurc/gptq.py; "auto": a GPU if there is one): the export's device gives the export's bytes."""
-    from .estimate import code_bytes
-    from .sizemodel import predict
+    from .estimate import code_bytes, muon_recipe, resolve_profile
+    from .sizemodel import ShapeAssumption, predict
     if save_profile is not None and not str(save_profile).endswith(".json"):
         raise SpecError(f"a weight profile is a .json file, got {save_profile}", where="<command line>")
     t0 = time.perf_counter()
@@ -251,8 +251,10 @@ def measure(checkpoint: str | Path | Mapping[str, Any], plan: Plan, *,
                                   f"(spec {plan.name}{', GPTQ' if hs is not None else ''})")
         atomic_write(save_profile, prof.to_json().encode())
         notes.append(f"weight profile written to {save_profile}: name it in the spec as quant.weights")
-    # predicted for what was quantized: rounding when GPTQ had no Hessians (no GPTQ bits)
-    size = predict([(p.name, p.shape, p.group) for p in plan.params], q_used)
+    # predicted for what was quantized (rounding when GPTQ had no Hessians: no GPTQ bits), under the
+    # profile and recipe `recurc estimate` reads from the spec
+    size = predict([(p.name, p.shape, p.group) for p in plan.params], q_used,
+                   ShapeAssumption(profile=resolve_profile(plan)[0], muon=muon_recipe(plan)))
     pred = {g: int(round(size.groups[g].compressed)) for g in GROUPS}
     pmodel, plow, phigh = int(round(size.total)), int(math.floor(size.low)), int(math.ceil(size.high))
     if plan.code.bytes is not None or _has_emit():

@@ -159,7 +159,7 @@ def make_plan(spec: Spec) -> Plan:
                 paths[k] = ctx.path(k, orders[k], resolved[k], skip_cap=n_skips)
 
     quant = from_data(QuantSettings, spec.quant.model_dump(mode="json"))
-    params = tuple(ParamInfo(name, shape, group, owner, plan_tensor(shape, "float32", group, quant), init, comp)
+    params = tuple(ParamInfo(name, shape, group, owner, plan_tensor(shape, "float32", group, quant, name), init, comp)
                    for name, shape, group, owner, init, comp in ctx.tensors(paths, n_skips))
     return Plan(
         name=spec.name, description=spec.description, model=model, blocks=tuple(blocks), paths=paths,
@@ -222,7 +222,7 @@ def with_settings(plan: Plan, spec: Spec) -> Plan:
     budget, name, description) taken from `spec`: what make_plan(spec) returns when `spec` differs
     from the plan's own spec in those sections only. Variant sweeps share one skeleton this way."""
     quant = from_data(QuantSettings, spec.quant.model_dump(mode="json"))
-    params = tuple(dataclasses.replace(p, storage=plan_tensor(p.shape, "float32", p.group, quant))
+    params = tuple(dataclasses.replace(p, storage=plan_tensor(p.shape, "float32", p.group, quant, p.name))
                    for p in plan.params) if quant != plan.quant else plan.params
     return dataclasses.replace(
         plan, name=spec.name, description=spec.description, quant=quant, params=params,

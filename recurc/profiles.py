@@ -140,15 +140,15 @@ TRAINED_BETA = 1.9068
 #   at ~0: fully trained SDClip+GPTQ artifacts take what rounded Gaussian values would);
 # - the percentile clips' shape (their row maxima) is fitted on the percentile-clip records;
 # - the band is the worst leave-one-out error over the records plus the 10 KB seeds differ by.
-TRAINED_PCT_BETA = 1.919
+TRAINED_PCT_BETA = 1.917
 # - the update correlation time that sets the std of weight-decayed Muon matrices (sizemodel.
 #   decay_sigma), which a clip's scale floor 1/qmax reads, fitted on the records whose floor binds
 #   (percentile or search clips with weight decay: Vocab4096_MLPMult4_WD085 alone so far);
-TRAINED_DECAY_TAU: float | None = None
+TRAINED_DECAY_TAU: float | None = 21.4
 # - the shape plain FP8 codes read, fitted on the FP8 records (74M_Ternary alone so far);
-TRAINED_FP8_BETA: float | None = None
-TRAINED_GPTQ_BITS = -0.0048
-TRAINED_BAND = 0.0017
+TRAINED_FP8_BETA: float | None = 1.127
+TRAINED_GPTQ_BITS = -0.0046
+TRAINED_BAND = 0.0018
 # Relative half-widths of the other built-in profiles, from their errors on the records and runs
 # (calibrate_sizemodel.py --fit-records prints them): the short profile's is its cross-prediction
 # error between our two short runs (fitted on one, predicting the other: +1.19 % / -1.03 %).

@@ -30,7 +30,7 @@ from typing import Iterable
 from recurc.atomic import atomic_write
 from recurc.profiles import PROFILES, ROLES, TRAINED_BETA, WeightProfile, load_profile, weight_role  # noqa: F401
 from recurc.ir import GROUPS, QuantSettings, Storage
-from recurc.quantspec import QuantSpec, plan_tensor  # noqa: F401 - QuantSpec() is a valid `spec` too
+from recurc.quantspec import QuantSpec, plan_tensor, raw_bytes  # noqa: F401 - QuantSpec() is a valid `spec` too
 
 # ----------------------------------------------------------------------------- constants
 # Residual bits/value of each compressor, measured on 2^20 i.i.d. Gaussian values quantized at
@@ -228,15 +228,44 @@ _CACHE = _EntropyCache()
 
 
 def value_entropy(kind: str, bits: int, rule: str, value: float, n: int, beta: float,
-                  sigma: float | None, candidates: tuple[float, ...] = ()) -> tuple[float, float]:
+                  sigma: float | None, candidates: tuple[float, ...] = (), per: str = "row") -> tuple[float, float]:
     """(entropy, Huffman length) in bits/value of a tensor's quantized values (recurc.entropy)."""
-    key = f"{kind}|{bits}|{rule}|{value!r}|{n}|{beta!r}|{sigma!r}" + (f"|{candidates!r}" if candidates else "")
+    key = (f"{kind}|{bits}|{rule}|{value!r}|{n}|{beta!r}|{sigma!r}" + (f"|{candidates!r}" if candidates else "")
+           + (f"|{per}" if per != "row" else ""))
     hit = _CACHE.get(key)
     if hit is None:
         from recurc import entropy
-        hit = entropy.value_entropy(kind, bits, rule, value, n, beta, sigma, candidates)
+        hit = entropy.value_entropy(kind, bits, rule, value, n, beta, sigma, candidates, per)
         _CACHE.put(key, hit)
     return hit[0], hit[1]
+
+
+def packed_ternary_entropy(beta: float) -> tuple[float, float]:
+    """(entropy, Huffman length) per base-3 packed byte (5 i.i.d. trits): what a compressor codes."""
+    key = f"base3|{beta!r}"
+    hit = _CACHE.get(key)
+    if hit is None:
+        from recurc import entropy
+        import numpy as np
+        h, _ = entropy.value_entropy("ternary", 2, "", 0.0, 1, beta, None)
+        p0 = _trit_zero(h)
+        trit = np.array([(1 - p0) / 2, p0, (1 - p0) / 2])
+        prod = trit
+        for _ in range(4):
+            prod = np.outer(prod, trit).ravel()
+        hit = (5 * h, entropy.huffman_bits(prod))
+        _CACHE.put(key, hit)
+    return hit[0], hit[1]
+
+
+def _trit_zero(h: float) -> float:
+    """P(0) of a symmetric trit with entropy h (bisection; h rises with P(0) below 1/3)."""
+    lo, hi = 1e-9, 1.0 / 3.0
+    for _ in range(60):
+        mid = 0.5 * (lo + hi)
+        e = -(mid * math.log2(mid) + (1 - mid) * math.log2((1 - mid) / 2))
+        lo, hi = (mid, hi) if e < h else (lo, mid)
+    return 0.5 * (lo + hi) if h < math.log2(3) - 1e-9 else 1.0 / 3.0
 
 
 # ----------------------------------------------------------------------------- prediction
@@ -245,13 +274,22 @@ class ShapeAssumption:
     """What is assumed about the weights. `profile` (default: the spec's `quant.weights`) gives the
     prediction and the relative width of its band; `beta` fixes one shape for all roles instead
     (synthetic checks; band MODEL_REL_ERR). `sigma`: absolute weight std per group, which matters
-    only for the percentile rule's 1/qmax scale floor."""
+    only for the scale floor 1/qmax of the percentile and search rules and for plain FP8.
+    `muon`: (matrix_lr, weight_decay) of the training recipe: with weight decay, the std of the
+    Muon-trained matrices (groups attention and mlp) where `sigma` gives none is the profile's
+    weight-decay equilibrium (`decay_sigma`)."""
     beta: float | None = None
     sigma: tuple[tuple[str, float], ...] = ()
     profile: WeightProfile | None = None
+    muon: tuple[float, float] | None = None
 
-    def sigma_of(self, group: str) -> float | None:
-        return dict(self.sigma).get(group)
+    def sigma_of(self, group: str, shape: tuple[int, ...] = (), prof: WeightProfile | None = None) -> float | None:
+        given = dict(self.sigma).get(group)
+        if given is not None or self.muon is None or prof is None:
+            return given
+        if group in ("attention", "mlp") and len(shape) == 2:
+            return decay_sigma(prof, shape, *self.muon)
+        return None
 
     def resolve(self, spec: QuantSettings) -> tuple[WeightProfile, float]:
         """The profile the prediction uses and the relative half-width of its band."""
@@ -261,15 +299,65 @@ class ShapeAssumption:
         return prof, prof.band
 
 
-def _tensor_value_bits(plan: Storage, shape: tuple[int, ...], group: str, comp: str,
-                       assume: ShapeAssumption, beta: float, gptq_bits: float = 0.0) -> float:
+def decay_sigma(prof: WeightProfile, shape: tuple[int, ...], lr: float, wd: float) -> float | None:
+    """Std of a Muon-trained matrix at the weight-decay equilibrium: each step W ← (1 − lr·wd)·W −
+    lr·O, with O the orthogonalised update (entries of RMS 1/√cols after the records' √max(1,
+    rows/cols) scaling), holds E‖W‖² where the decay removes what the updates add:
+    σ² = τ·lr / (2·wd·cols), τ the updates' correlation time in steps (1 for independent steps),
+    the profile's `decay_tau` (fitted; None: unknown, the scale floor is taken as inactive)."""
+    if wd <= 0 or prof.decay_tau is None:
+        return None
+    return math.sqrt(prof.decay_tau * lr / (2.0 * wd * shape[1]))
+
+
+def _lqer_matrices(descs: list[TensorDesc], storages: list[Storage], spec: QuantSettings) -> set[int]:
+    """Indices of the tensors predicted to carry LQER factors: of the integer matrices `match`
+    selects, the top_k largest (the export ranks by the error norm ‖W − Q‖_F, which grows with
+    the number of values; ties by name, as the export's)."""
+    lq = getattr(spec, "lqer", None)
+    if lq is None:
+        return set()
+    import fnmatch
+    cands = [i for i, (d, st) in enumerate(zip(descs, storages))
+             if st.kind == "int" and len(d.shape) == 2 and any(fnmatch.fnmatchcase(d.name, g) for g in lq.match)]
+    cands.sort(key=lambda i: (-math.prod(descs[i].shape), descs[i].name))
+    return set(cands[:lq.top_k])
+
+
+def _lqer_bits(shape: tuple[int, ...], lq, comp: str) -> tuple[float, int, float]:
+    """(coded bits of the A and B codes, raw bytes, fp16 scale bytes) of one matrix's LQER factors.
+    A = U·S (rows x r, a_bits) and B = Vᵀ (r x cols, b_bits, absmax per b_group columns): their
+    values are modelled as Gaussian at the absmax of their scale's group (A: the whole matrix)."""
+    rows, cols = shape
+    r = min(lq.rank, rows, cols)
+    ha, la = value_entropy("int", lq.a_bits, "absmax", 0.0, rows * r, 2.0, None)
+    hb, lb = value_entropy("int", lq.b_bits, "absmax", 0.0, min(lq.b_group, cols), 2.0, None)
+    bits = rows * r * coded_bits(comp, ha, la) + r * cols * coded_bits(comp, hb, lb)
+    scale_bytes = 2 + r * -(-cols // lq.b_group) * 2
+    return bits, rows * r + r * cols + scale_bytes, scale_bytes
+
+
+def _value_bits(st: Storage, shape: tuple[int, ...], comp: str, beta: float, sigma: float | None,
+                gptq_bits: float) -> float:
+    """Coded bits of one tensor's values (no scales)."""
     numel = math.prod(shape)
-    n = shape[1] if plan.per_row else numel
-    gq = plan.gq
+    gq = st.gq
     assert gq is not None
-    h, huff = value_entropy(plan.kind, plan.bits, gq.clip.kind, float(gq.clip.value), int(n), round(beta, 4),
-                            assume.sigma_of(group), tuple(gq.clip.candidates) if gq.clip.kind == "search" else ())
-    extra = gptq_bits if gq.gptq and plan.kind == "int" else 0.0
+    if st.kind == "ternary" and gq.packing == "base3":
+        h5, l5 = packed_ternary_entropy(round(beta, 4))
+        return -(-numel // 5) * min(coded_bits(comp, h5, l5), 8.0 + ZERO_ENTROPY_FLOOR)
+    if st.kind == "fp8":
+        h, huff = value_entropy("fp8", 8, "row" if st.per_row else "none", 0.0, int(shape[1] if st.per_row else 1),
+                                round(beta, 4), None if sigma is None else round(sigma, 6))
+        return numel * coded_bits(comp, h, huff)
+    n = shape[1] if st.per_row else numel
+    kind = gq.clip.kind
+    floored = st.kind == "int" and kind in ("percentile", "search")
+    h, huff = value_entropy(st.kind, st.bits, kind, float(gq.clip.value), int(n), round(beta, 4),
+                            None if (sigma is None or not floored) else round(sigma, 6),
+                            tuple(gq.clip.candidates) if kind == "search" else (),
+                            gq.clip.per if kind == "search" else "row")
+    extra = gptq_bits if gq.gptq and st.kind == "int" else 0.0
     return numel * (coded_bits(comp, h, huff) + extra)
 
 
@@ -277,38 +365,49 @@ def predict(tensors: Iterable[TensorDesc | tuple], spec: QuantSettings,
             assume: ShapeAssumption | None = None) -> SizeEstimate:
     """Predict raw and compressed bytes per group, with the band of the trained-weight profile.
 
-    `tensors`: TensorDesc or (name, shape, group[, dtype]) tuples."""
+    `tensors`: TensorDesc or (name, shape, group[, dtype]) tuples. Each tensor's storage is
+    `plan_tensor` with its name, as the export decides it (overrides by name, the rank rule's
+    provisional choice without Hessians), so estimate and export take the same decisions."""
     assume = assume or ShapeAssumption()
     prof, band = assume.resolve(spec)
     comp, shuffle = spec.compressor.name, spec.compressor.byte_shuffle
     est = SizeEstimate()
-    counts: dict[tuple[tuple[int, ...], str, str, str], int] = {}
-    for t in tensors:   # identical (shape, dtype, group, role) tensors share one computation
-        d = t if isinstance(t, TensorDesc) else TensorDesc(t[0], tuple(t[1]), t[2], *(t[3:] or ()))
-        key = (tuple(d.shape), d.dtype, d.group, weight_role(d.name, d.group))
+    descs = [t if isinstance(t, TensorDesc) else TensorDesc(t[0], tuple(t[1]), t[2], *(t[3:] or ())) for t in tensors]
+    storages = [plan_tensor(tuple(d.shape), d.dtype, d.group, spec, d.name) for d in descs]
+    lqer = _lqer_matrices(descs, storages, spec)
+    counts: dict[tuple, int] = {}
+    for i, (d, st) in enumerate(zip(descs, storages)):   # identical tensors share one computation
+        key = (tuple(d.shape), d.dtype, d.group, weight_role(d.name, d.group), st, i in lqer)
         counts[key] = counts.get(key, 0) + 1
-    for (shape, dtype, group, role), count in counts.items():
-        plan = plan_tensor(shape, dtype, group, spec)
+    for (shape, dtype, group, role, st, has_lqer), count in counts.items():
         numel = math.prod(shape) * count
         g = est.groups[group]
-        if plan.kind == "passthrough":
+        if st.kind == "passthrough":
             est.n_passthrough += count
-            nb = numel * _itemsize(plan.store_dtype)
-            c = nb * stream_ratio(comp, plan.store_dtype, shuffle, "pass")
+            nb = numel * _itemsize(st.store_dtype)
+            c = nb * stream_ratio(comp, st.store_dtype, shuffle, "pass")
             g.raw_bytes += nb
             g.compressed += c
             g.low += c * (1 - band)    # the band was measured on whole artifacts, these bytes included
             g.high += c * (1 + band)
             continue
         est.n_quantized += count
-        n_scales = (shape[0] if plan.per_row else 1) * count
-        sb = n_scales * _itemsize(plan.scale_dtype)
-        sc = sb * stream_ratio(comp, plan.scale_dtype, shuffle, "scale")
+        raw = raw_bytes(st, shape) * count
+        values_raw = (-(-math.prod(shape) // 5) if st.gq is not None and st.gq.packing == "base3" else math.prod(shape)) * count
+        sb = raw - values_raw
+        sc = sb * stream_ratio(comp, st.scale_dtype, shuffle, "scale")
         # percentile, search and absmax clips are row order statistics: they read the tails
-        rule = "percentile" if plan.kind == "int" and plan.gq is not None and plan.gq.clip.kind != "std" else "std"
-        vals = count * _tensor_value_bits(plan, shape, group, comp, assume, prof.beta_of(role, rule),
-                                          prof.gptq_bits_of(role)) / 8
-        g.raw_bytes += numel + sb
+        rule = ("percentile" if st.kind == "int" and st.gq is not None and st.gq.clip.kind != "std"
+                else "fp8" if st.kind == "fp8" else "std")
+        vals = count * _value_bits(st, shape, comp, prof.beta_of(role, rule), assume.sigma_of(group, shape, prof),
+                                   prof.gptq_bits_of(role)) / 8
+        if has_lqer:
+            lbits, lraw, lsb = _lqer_bits(shape, spec.lqer, comp)
+            vals += count * lbits / 8
+            sc += count * lsb * stream_ratio(comp, "float16", shuffle, "scale")
+            raw += count * lraw
+            est.n_quantized += 2 * count    # A and B are stored as tensors of their own
+        g.raw_bytes += raw
         g.compressed += vals + sc
         g.low += (vals + sc) * (1 - band)
         g.high += (vals + sc) * (1 + band)
@@ -346,7 +445,7 @@ def fit_profile(records: Iterable[TensorEntropy], spec: QuantSettings, name: str
     fallback = fallback or PROFILES["challenge-baseline"]
     by_role: dict[str, list[tuple[Storage, tuple[int, ...], TensorEntropy]]] = {r: [] for r in ROLES}
     for r in records:
-        tp = plan_tensor(tuple(r.shape), "float32", r.group, spec)
+        tp = plan_tensor(tuple(r.shape), "float32", r.group, spec, r.name)
         if tp.kind == "int" and tp.gq is not None:
             by_role[weight_role(r.name, r.group)].append((tp, tuple(r.shape), r))
     beta, gbits = {}, {}

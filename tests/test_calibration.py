@@ -13,7 +13,8 @@ from recurc import calibration as cal
 from recurc.diff import diff
 from recurc.estimate import estimate
 from recurc.plan import make_plan
-from recurc.profiles import ANCHOR_BAND, PROFILES, SHORT_BAND, TRAINED_BAND, TRAINED_GPTQ_BITS, TRAINED_PCT_BETA
+from recurc.profiles import (ANCHOR_BAND, PROFILES, SHORT_BAND, TRAINED_BAND, TRAINED_DECAY_TAU, TRAINED_FP8_BETA,
+                             TRAINED_GPTQ_BITS, TRAINED_PCT_BETA)
 from recurc.spec import load_spec
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,15 +48,50 @@ def test_record_predicted_from_its_spec_within_0p3pct(rec):
     assert e.model_bytes_low <= rec.model_bytes <= e.model_bytes_high
 
 
+# Records that alone constrain a parameter of the `trained` profile: left out, it falls back to its
+# uninformed value (docs/size-model.md), so their leave-one-out is no test of the model.
+UNTESTED = {"Vocab4096_MLPMult4_WD085": "the weight-decay correlation time (the scale floor then reads as inactive)",
+            "74M_Ternary": "the FP8 shape (falls back to Gaussian)"}
+
+
 def test_leave_one_out_within_0p6pct_and_covered_by_the_band(rows):
+    assert {r.name for r in rows.values() if not r.tested} == set(UNTESTED)
     for rec in RECORDS:
         row = rows[rec.name]
+        if rec.name in UNTESTED:
+            continue
         assert abs(row.loo_error) < 0.006, (rec.name, row.loo_error)
         assert abs(row.loo_error) <= TRAINED_BAND, (rec.name, row.loo_error)
     for rec in RUNS:   # our runs: the short profile, fitted on one run, predicting the other
         row = rows[rec.name]
         assert row.profile == "recurc-sp8192-short"
         assert abs(row.loo_error) <= SHORT_BAND and abs(row.error) <= SHORT_BAND
+
+
+def test_untested_leave_one_out_of_74m_ternary_within_0p6pct(rows):
+    """FP8 shape left at the Gaussian's: still within 0.6 %, outside the band (it was not fitted there)."""
+    assert 0.0018 < abs(rows["74M_Ternary"].loo_error) < 0.006
+
+
+@pytest.mark.xfail(strict=True, reason="Vocab4096 alone says how large weight decay keeps the matrices: left out, "
+                                       "the clip floor reads as inactive and the prediction is +50 % (docs/size-model.md)")
+def test_untested_leave_one_out_of_vocab4096_within_0p6pct(rows):
+    assert abs(rows["Vocab4096_MLPMult4_WD085"].loo_error) < 0.006
+
+
+def test_vocab4096_rounds_under_the_floor():
+    """The recipe's std (decay_sigma) keeps every searched clip under the floor's 1.0: its matrices
+    round at 1/31, and without weight decay the same spec is predicted +50 % (as before the floor)."""
+    from recurc import sizemodel
+    from recurc.estimate import muon_recipe
+    rec = cal.by_name("Vocab4096_MLPMult4_WD085")
+    plan = cal.plan_of(rec)
+    lr, wd = muon_recipe(plan)
+    for cols in (512, 2048):
+        sigma = sizemodel.decay_sigma(PROFILES["trained"], (512, cols), lr, wd)
+        assert 0.02 < sigma < 0.1 and 5 * sigma < 1.0
+    no_wd = make_plan(load_spec(ROOT / rec.spec, ["train.weight_decay=0"]))
+    assert estimate(no_wd, suggest=False).model_bytes > 1.4 * rec.model_bytes
 
 
 def test_baseline_spec_within_0p3pct():
@@ -67,6 +103,8 @@ def test_builtin_constants_are_the_fit_of_the_table(rows):
     fitted = cal.fit_trained(cal.RECORDS)
     assert fitted.beta_of("input", "percentile") == TRAINED_PCT_BETA
     assert fitted.gptq_bits_of("mlp_out") == TRAINED_GPTQ_BITS
+    assert fitted.decay_tau == TRAINED_DECAY_TAU and fitted.fp8_beta == TRAINED_FP8_BETA
+    assert set(cal.single_record_parameters()) == {"weight-decay correlation time", "FP8 shape"}
     assert cal.band_for(rows.values(), "record") == TRAINED_BAND
     assert cal.band_for(rows.values(), "run") == SHORT_BAND
 
@@ -76,6 +114,7 @@ def test_a_record_joins_the_fit_with_no_code_change():
     the Gaussian's, and the GPTQ figure is fitted on what is left."""
     only_sdclip = cal.fit_trained([cal.by_name("Loop45x2"), cal.by_name("MultiPhaseGlobalSGD")])
     assert only_sdclip.beta_of("input", "percentile") == 2.0
+    assert only_sdclip.decay_tau is None and only_sdclip.fp8_beta is None
     assert abs(only_sdclip.gptq_bits_of("input") - TRAINED_GPTQ_BITS) < 0.002
 
 
