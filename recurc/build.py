@@ -331,11 +331,14 @@ class RecurrentLM(nn.Module):
             x = self.head_down(x)
         x = self.head_in(x)
         weight = self.lm_head.weight if hasattr(self, "lm_head") else self.tok_emb.weight
-        logits = F.linear(x, weight.to(x.dtype)).float()
+        # the product and the softcap in the matmul's dtype (bf16 under autocast), cross-entropy in
+        # fp32: the challenge's casts, and bf16 rather than fp32 logits kept for the backward
+        logits = F.linear(x, weight.to(x.dtype))
         for name in self.logits_stage:      # e.g. a per-vocabulary bias, before the softcap
             logits = getattr(self, name)(logits, idx)
         if self.softcap is not None:
             logits = self.softcap * torch.tanh(logits / self.softcap)
+        logits = logits.float()
         if targets is None:
             return logits
         return F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1))

@@ -294,7 +294,8 @@ class Trainer:
         n = self.train.warmup_steps if self.cfg.warmup else 0
         if n <= 0:
             return
-        model_state = copy.deepcopy(self.base.state_dict())
+        # on the host, as the challenge keeps it: a device copy would add its size to the peak memory
+        model_state = {k: v.detach().cpu().clone() for k, v in self.base.state_dict().items()}
         opt_state = copy.deepcopy(self.opt.state_dict())
         loader_state = self.loader.state_dict()
         ema_state = copy.deepcopy(self.ema.state_dict()) if self.ema else None
