@@ -23,6 +23,7 @@ import copy
 import dataclasses
 import itertools
 import json
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -295,7 +296,7 @@ def _constraint_checks(constraints: dict, where: str | None) -> list[tuple[str, 
             lo, hi = (val if isinstance(val, list) and len(val) == 2 else (None, None))
             if lo is None and isinstance(val, int):
                 lo = hi = val
-            if lo is None:
+            if lo is None or not all(isinstance(x, int) and not isinstance(x, bool) for x in (lo, hi)):
                 raise SpecError("constraints.depth takes [min, max]", where=where)
             checks.append((f"depth in [{lo}, {hi}]", "depth", lambda m, lo=lo, hi=hi: lo <= m["depth"] <= hi))
             continue
@@ -316,8 +317,8 @@ def _constraint_checks(constraints: dict, where: str | None) -> list[tuple[str, 
                 val = float(val.replace("_", ""))
             except ValueError:
                 pass
-        if isinstance(val, bool) or not isinstance(val, (int, float)):
-            raise SpecError(f"constraint {key} takes a number, got {val!r}", where=where)
+        if isinstance(val, bool) or not isinstance(val, (int, float)) or not math.isfinite(val):
+            raise SpecError(f"constraint {key} takes a finite number, got {str(val)[:40]!r}", where=where)
         if kind == "max":
             checks.append((f"{metric} ≤ {val:,}", metric, lambda m, k=metric, v=val: m[k] <= v))
         else:
@@ -514,8 +515,12 @@ def variants(template: str | Path | dict, *, overrides: Iterable[str] = (), scor
         if err["type"] == "extra_forbidden":
             validate({**fdata, "name": first[0]}, where, origin)   # raises a SpecError with the position
 
+    cores = os.cpu_count() or 1
     if workers is None:
-        workers = (os.cpu_count() or 1) if total >= PARALLEL_MIN else 1
+        workers = cores if total >= PARALLEL_MIN else 1
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise SpecError(f"--workers takes a positive number of processes, got {workers}", where="<command line>")
+    workers = min(workers, cores)       # never more processes than cores (100,000 would fork-bomb)
     results = _run(axes, total, workers, progress)
 
     stats = {"generated": total, "invalid": 0, "duplicates": 0, "scored": 0, "passed": 0, "returned": 0,

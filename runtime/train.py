@@ -403,7 +403,7 @@ class Trainer:
                        phases=" ".join(f"{ph.start:g}:{ph.path}" for ph in self.plan.phases),
                        model=type(self.base).__name__)
         ckpt = cfg.out / CHECKPOINT_NAME
-        if cfg.resume and ckpt.is_file():
+        if cfg.resume and (ckpt.exists() or ckpt.is_symlink()):   # not a regular file: refused by load
             self.load(ckpt)
         self.warmup()
         self.log.start_progress(self.iterations, self.step)
