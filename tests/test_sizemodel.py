@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from recurc import quant, sizemodel
-from recurc.quantspec import ClipRule, Compressor, GroupQuant, QuantSpec
+from recurc.quantspec import LQER, ClipRule, Compressor, GroupQuant, Override, QuantPatch, QuantSpec
 
 BASELINE_BYTES = 15_815_847   # FACTS.md: naive baseline, int8 + zlib-9
 
@@ -39,9 +39,6 @@ CASES = [  # (label, spec, weight std, tolerance)
     ("sdclip int6/int8 brotli shuffle recurc", QuantSpec(groups=SDCLIP, container="recurc", control_dtype="fp16",
                                                           compressor=Compressor(name="brotli", byte_shuffle=True)), 0.05, 0.01),
     ("sdclip int6/int8 zstd recurc", QuantSpec(groups=SDCLIP, container="recurc", compressor=Compressor(name="zstd")), 0.05, 0.01),
-    pytest.param("sdclip int6/int8 zstd torch", QuantSpec(groups=SDCLIP, compressor=Compressor(name="zstd")), 0.05, 0.015,
-                 marks=pytest.mark.xfail(strict=True, reason="known gap: in the torch container the pickle precedes the "
-                                                "values, and zstd-22 then codes them ~8% worse; see docs/size-model.md")),
     ("int6 clip search brotli recurc", QuantSpec(groups={g: GroupQuant(bits=6, clip=ClipRule(kind="search"))
                                                           for g in SDCLIP}, container="recurc",
                                                   compressor=Compressor(name="brotli")), 0.05, 0.015),
@@ -63,6 +60,74 @@ def test_agrees_with_real_compression(label, spec, sigma, tol):
     assume = sizemodel.ShapeAssumption(beta=2.0, sigma=tuple((g, sigma) for g in ("embeddings", "attention")))
     est = sizemodel.predict(ts, spec, assume)
     assert abs(est.total / real - 1) < tol, (label, real, est.total)
+
+
+def test_zstd_in_the_torch_container_is_the_known_gap():
+    """The gap docs/size-model.md measures: for the same weights zstd-22 codes the recurc container
+    as modelled, and the torch container (its pickle and zip records ahead of and between the
+    value streams) far above it; the deviation depends on the data (measured -1.2 % .. +9.8 %)."""
+    rng = np.random.default_rng(0)
+    ts = [t for t in sizemodel.baseline_tensors(vocab=512, layers=2) if t.group != "mlp"]
+    state = {t.name: (rng.normal(0, .05, t.shape) if t.group != "scalars" else rng.normal(1, .3, t.shape)).astype(np.float32)
+             for t in ts}
+    groups = {t.name: t.group for t in ts}
+    err = {}
+    for container in ("recurc", "torch"):
+        spec = QuantSpec(groups=SDCLIP, container=container, compressor=Compressor(name="zstd"))
+        real = len(quant.pack(quant.quantize_state(state, groups, spec), spec))
+        err[container] = real / sizemodel.predict(ts, spec, sizemodel.ShapeAssumption(beta=2.0)).total - 1
+    assert abs(err["recurc"]) < 0.005
+    assert 0.05 < err["torch"] < 0.12, err
+
+
+def _gates(n: int) -> list:
+    return [sizemodel.TensorDesc(f"blocks.{i}.attn.gate.weight", (8, 512), "attention") for i in range(n)]
+
+
+SCHEMES = [  # (label, extra tensors, spec, weight std, tolerance): FEATURES.md's schemes vs a real export
+    ("LQER rank 4 top 3 on SDClip int6", [], QuantSpec(groups=SDCLIP, container="recurc", compressor=Compressor(name="brotli"),
+                                                       lqer=LQER(rank=4, top_k=3)), 0.05, 0.005),
+    ("ternary groups of 128 base-3, fp8 embedding, lzma torch", [], QuantSpec(
+        groups={"embeddings": GroupQuant(scheme="fp8"), "attention": GroupQuant(scheme="ternary", group_size=128, packing="base3"),
+                "mlp": GroupQuant(scheme="ternary", group_size=128, packing="base3")},
+        control_dtype="fp16", compressor=Compressor(name="lzma")), 0.05, 0.015),
+    ("fp8 e4m3 plain, lzma recurc", [], QuantSpec(groups={g: GroupQuant(scheme="fp8") for g in SDCLIP}, container="recurc",
+                                                  compressor=Compressor(name="lzma")), 0.05, 0.005),
+    ("fp8 e4m3 rows scaled to 448, brotli recurc", [], QuantSpec(groups={g: GroupQuant(scheme="fp8", fp8_scale="row") for g in SDCLIP},
+                                                                 container="recurc", compressor=Compressor(name="brotli")), 0.05, 0.005),
+    ("gate rows int8 absmax forced by name", _gates(2), QuantSpec(
+        groups=SDCLIP, container="recurc", compressor=Compressor(name="brotli"),
+        overrides=[Override(match="*.gate.weight", force=True, set=QuantPatch(bits=8, clip=ClipRule(kind="absmax")))]), 0.05, 0.005),
+    ("clip search per matrix under the 1/qmax floor, brotli recurc", [], QuantSpec(
+        groups={g: GroupQuant(bits=6, clip=ClipRule(kind="search", per="matrix")) for g in SDCLIP}, container="recurc",
+        compressor=Compressor(name="brotli")), 0.03, 0.015),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("label,extra,spec,sigma,tol", SCHEMES, ids=[c[0] for c in SCHEMES])
+def test_schemes_agree_with_real_export(label, extra, spec, sigma, tol):
+    """Every quantization of FEATURES.md predicted from shapes vs quant.py's real artifact (Gaussian weights)."""
+    rng = np.random.default_rng(0)
+    ts = sizemodel.baseline_tensors(vocab=512, layers=2) + extra
+    state = {t.name: (rng.normal(0, sigma, t.shape) if t.group != "scalars" else rng.normal(1, .3, t.shape)).astype(np.float32)
+             for t in ts}
+    groups = {t.name: t.group for t in ts}
+    real = len(quant.pack(quant.quantize_state(state, groups, spec), spec))
+    est = sizemodel.predict(ts, spec, sizemodel.ShapeAssumption(beta=2.0, sigma=tuple((g, sigma) for g in ("embeddings", "attention", "mlp"))))
+    assert abs(est.total / real - 1) < tol, (label, real, est.total)
+
+
+def test_name_overrides_reach_the_estimate():
+    """plan_tensor sees each tensor's name in the size model as in the export: a forced gate is
+    quantized (int8 rows + scales), not passed through as fp16."""
+    ts = sizemodel.baseline_tensors(vocab=512, layers=2) + _gates(2)
+    plain = QuantSpec(groups=SDCLIP)
+    forced = plain.model_copy(update={"overrides": (Override(match="*.gate.weight", force=True,
+                                                             set=QuantPatch(bits=8, clip=ClipRule(kind="absmax"))),)})
+    a, b = sizemodel.predict(ts, plain), sizemodel.predict(ts, forced)
+    assert b.n_quantized == a.n_quantized + 2 and b.n_passthrough == a.n_passthrough - 2
+    assert b.groups["attention"].raw_bytes - a.groups["attention"].raw_bytes == 2 * (8 * 512 + 8 * 2 - 8 * 512 * 2)
 
 
 def test_sdclip_entropy_matches_formula():
