@@ -178,3 +178,13 @@ def test_diff_lists_profile_and_anchor(tmp_path):
     assert any(c.path == "size model profile" and (c.a, c.b) == ("trained", "recurc-sp8192-short")
                for c in diff(a, run, estimates=False).changes)
     assert PROFILES["trained"].band == TRAINED_BAND
+
+
+def test_loop45_code_bytes_are_its_emitted_script():
+    """specs/loop45_sp8192.yaml counts the script recurc emits for it (lzma packing, what records
+    count: a compressed, wrapped script); it must follow the emitted size as the code grows."""
+    from recurc.emit import emitted_code_bytes
+    plan = make_plan(load_spec(ROOT / "specs" / "loop45_sp8192.yaml"))
+    emitted = emitted_code_bytes(make_plan(load_spec(ROOT / "specs" / "loop45_sp8192.yaml",
+                                                     ["code.bytes=null", "code.emit=lzma"])))
+    assert abs(plan.code.bytes / emitted - 1) < 0.05, (plan.code.bytes, emitted)
