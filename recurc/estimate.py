@@ -202,7 +202,9 @@ def schedule_flops(plan: Plan) -> float:
     phases = sorted(plan.phases, key=lambda ph: ph.start)
     for i, ph in enumerate(phases):
         end = phases[i + 1].start if i + 1 < len(phases) else 1.0
-        sched += 3.0 * forward_flops(plan, ph.path) * max(end - ph.start, 0.0)
+        # a phase that draws its path each step (random_depth) costs the expectation over its draws
+        mean = sum(p * forward_flops(plan, name) for name, p in ph.weighted())
+        sched += 3.0 * mean * max(end - ph.start, 0.0)
     return sched
 
 
