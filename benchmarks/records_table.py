@@ -113,24 +113,36 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-compile", action="store_true")
     ap.add_argument("--no-train", action="store_true")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("specs", nargs="*", type=Path, help="these specs only (default: specs/records, specs/seeds)")
     args = ap.parse_args(argv)
+    paths = [p.resolve() for p in args.specs] or spec_paths()
     demo = work = None
     with tempfile.TemporaryDirectory() as tmp:
         if not args.no_train:
             from runtime.demo import build_demo_data
             demo, work = build_demo_data(Path(tmp) / "demo"), Path(tmp)
-        rows = [row(p, not args.no_compile, not args.no_train, demo, work) for p in spec_paths()]
+        # training logs go to stdout too: rows go to stderr as each finishes, the table to stdout at the end
+        rows = []
+        for p in paths:
+            rows.append(row(p, not args.no_compile, not args.no_train, demo, work))
+            print(_line(rows[-1]), file=sys.stderr, flush=True)
     if args.json:
         print(json.dumps(rows, indent=1))
         return 0
-    head = f"{'spec':<45} {'unique':>12} {'effective':>12} {'predicted B':>12}  {'budget':<8} {'compile':<8} steps"
-    print(head)
-    print("-" * len(head))
+    print(HEAD)
+    print("-" * len(HEAD))
     for r in rows:
-        verdict = "fits" if r["fits"] else "OVER"
-        print(f"{r['spec']:<45} {r['unique']:>12,} {r['effective']:>12,} {r['bytes']:>12,}  {verdict:<8} "
-              f"{r['compile']:<8} {r['steps']}")
+        print(_line(r))
     return 0
+
+
+HEAD = f"{'spec':<45} {'unique':>12} {'effective':>12} {'predicted B':>12}  {'budget':<8} {'compile':<8} steps"
+
+
+def _line(r: dict) -> str:
+    verdict = "fits" if r["fits"] else "OVER"
+    return (f"{r['spec']:<45} {r['unique']:>12,} {r['effective']:>12,} {r['bytes']:>12,}  {verdict:<8} "
+            f"{r['compile']:<8} {r['steps']}")
 
 
 if __name__ == "__main__":
