@@ -89,7 +89,7 @@ def test_vocab4096_rounds_under_the_floor():
     lr, wd = muon_recipe(plan)
     for cols in (512, 2048):
         sigma = sizemodel.decay_sigma(PROFILES["trained"], (512, cols), lr, wd)
-        assert 0.02 < sigma < 0.1 and 5 * sigma < 1.0
+        assert 0.02 < sigma < 0.15 and 6 * sigma < 1.0
     no_wd = make_plan(load_spec(ROOT / rec.spec, ["train.weight_decay=0"]))
     assert estimate(no_wd, suggest=False).model_bytes > 1.4 * rec.model_bytes
 
