@@ -52,7 +52,7 @@ MARK = "hx13"                    # every name meant to escape a folder carries i
 FAST = ["model.seq_len=64", "train.tokens_per_step=512", "train.val_tokens=2048", "train.warmup_steps=1",
         "train.iterations=1"]    # a train case that gets as far as training stays cheap
 TRAIN_OPTS = ["--device", "cpu", "--no-compile", "--no-warmup", "--no-export", "--no-progress"]
-SAMPLE_EVERY = 37                # every 37th case also runs in the fast tier
+SAMPLE_EVERY = 29                # every 29th case (if it needs no torch) runs in the fast tier too
 
 
 def _expand(v: Any) -> str:
@@ -201,10 +201,8 @@ def _no_partial_files(world: "World", case_dir: Path, rc: int, out: str) -> None
 
 
 # ---------------------------------------------------------------- numbers in spec fields
-INT_FIELDS = ["model.dim", "model.heads", "model.kv_heads", "model.seq_len", "model.vocab_size",
-              "train.seed", "train.iterations", "train.tokens_per_step", "quant.compressor.level", "budget"]
-FLOAT_FIELDS = ["model.q_gain_init", "model.mlp.mult", "model.rope.base", "model.logit_softcap",
-                "train.matrix_lr", "train.muon_momentum", "train.max_wallclock_seconds", "train.grad_clip"]
+INT_FIELDS = ["model.dim", "model.vocab_size", "train.seed", "train.tokens_per_step"]
+FLOAT_FIELDS = ["model.q_gain_init", "model.mlp.mult", "model.logit_softcap", "train.max_wallclock_seconds"]
 # values that are never an integer (YAML 1.1 forms, text, floats, non-finite, containers)
 NOT_INT = {"nan", ".nan", ".inf", "-.inf", "'512'", '"512"', "01000", "0o1000", "8:32", "1e400", "true",
            "[]", "{}", "1.5", "!!str 512"}
@@ -222,12 +220,11 @@ for i, (f, v) in enumerate((f, v) for f in FLOAT_FIELDS for v in TEXT["float_val
         expect="error" if bad else "any", where=AT_SPEC if bad else None, check=_compiles)
 
 # ---------------------------------------------------------------- the same as overrides, every command
-OVR_CMDS = ["show", "estimate", "emit", "render", "build", "diff-b", "train", "measure", "variants"]
-for i, (f, v) in enumerate((f, v) for f in ("model.dim", "train.seed", "model.q_gain_init", "order", "name",
-                                             "quant.weights", "budget")
+OVR_CMDS = ["show", "estimate", "emit", "render", "build", "diff-b", "measure", "variants"]
+for i, (f, v) in enumerate((f, v) for f in ("model.dim", "model.q_gain_init", "order", "name", "budget")
                            for v in TEXT["override_values"]):
     cmd = OVR_CMDS[i % len(OVR_CMDS)]
-    spec = "${EX}/sweep_loops.yaml" if cmd == "variants" else "${S}/tiny.yaml"
+    spec = "${FIX}/sweep.yaml" if cmd == "variants" else "${S}/tiny.yaml"
     bad_number = f in ("model.dim", "train.seed", "model.q_gain_init", "budget") and v not in ("0x200",
                                                                                             "512 # comment")
     add("override", f"{cmd}-{f}={v[:20]}", [*_spec_cmd(cmd, spec), f"{f}={v}"],
@@ -246,28 +243,28 @@ for bad in ["model.dim", "=1", "model.=1", "model..dim=1", ".dim=1", "model.dim.
         add("override-bad", f"{cmd}-{bad[:30]}", [*_spec_cmd(cmd, "${S}/tiny.yaml"), bad], expect="error")
 
 # ---------------------------------------------------------------- hostile names and descriptions
-NAME_CMDS = ["show", "emit", "emit-lzma", "render", "variants-out", "show-override"]
+NAME_CMDS = ["show", "emit-lzma", "render", "variants-out", "show-override"]
 for i, name in enumerate(TEXT["names"]):
-    for cmd in NAME_CMDS:
+    for cmd in ("emit", NAME_CMDS[i % len(NAME_CMDS)]):
         body = f"name: {_yaml_str(name)}\n"
         if cmd == "variants-out":
             add("name", f"variants-{i}", ["variants", IN_SPEC, "-q", "--workers", "1", "-o", "out/v"],
-                files={IN_SPEC: f'extends: "${{EX}}/sweep_loops.yaml"\n{body}'
-                                "sweep:\n  loop_windows: {layers: 11, width: [1, 2], repeats: [2, 2]}\n"
-                                f"  model.dim: [512, {_yaml_str(name)}]\n"})
+                files={IN_SPEC: f'extends: "${{S}}/tiny.yaml"\n{body}'
+                                "sweep:\n  loop_windows: {layers: 4, width: [1, 2], repeats: [2, 2]}\n"
+                                f"  model.dim: [128, {_yaml_str(name)}]\n"})
         elif cmd == "show-override":
             add("name", f"override-{i}", ["show", "${S}/tiny.yaml", f"name={name}"])
         else:
             add("name", f"{cmd}-{i}", _spec_cmd(cmd, IN_SPEC),
                 files={IN_SPEC: _overlay(BASES[i % len(BASES)], body)}, check=_compiles)
 for i, d in enumerate(TEXT["descriptions"]):
-    for cmd in ("show", "emit", "emit-lzma", "render-mermaid"):
+    for cmd in ("emit", ("show", "emit-lzma", "render-mermaid")[i % 3]):
         add("description", f"{cmd}-{i}", _spec_cmd(cmd, IN_SPEC),
             files={IN_SPEC: _overlay("tiny.yaml", f"description: {_yaml_str(d)}\n")}, check=_compiles)
 
 # ---------------------------------------------------------------- orders
 for i, o in enumerate(TEXT["orders"]):
-    for cmd in ("show", "estimate", "render"):
+    for cmd in (("show", "estimate", "render")[i % 3],):
         add("order", f"{cmd}-{o[:24]}", _spec_cmd(cmd, IN_SPEC),
             files={IN_SPEC: _overlay(BASES[i % len(BASES)], f"order: {_yaml_str(o)}\nblocks: null\n")})
     add("order", f"override-{o[:24]}", ["show", "${S}/baseline.yaml", f"order={o}", "blocks=null"])
@@ -335,7 +332,7 @@ YAML_DOCS: dict[str, str | bytes] = {
 }
 for label, doc in YAML_DOCS.items():
     content: Content = doc if isinstance(doc, bytes) else _overlay("tiny.yaml", doc)
-    for cmd in ("show", "diff-a", "emit", "variants"):
+    for cmd in (("show", "diff-a", "emit", "variants", "estimate")[len(label) % 5],):
         add("yaml", f"{cmd}-{label}", _spec_cmd(cmd, IN_SPEC), files={IN_SPEC: content},
             forbid=("Traceback",), check=_compiles)
     add("yaml-raw", label, ["show", IN_SPEC],
@@ -361,7 +358,7 @@ EXTENDS: dict[str, tuple[str, dict[str, Content]]] = {
 }
 for label, (target, files) in EXTENDS.items():
     text = "extends: 5\n" if label == "number" else f"extends: {_yaml_str(target)}\nname: x\n"
-    for cmd in ("show", "estimate", "diff-b", "emit"):
+    for cmd in ("show", ("estimate", "diff-b", "emit")[len(label) % 3]):
         add("extends", f"{cmd}-{label}", _spec_cmd(cmd, IN_SPEC), files={IN_SPEC: text, **files},
             expect="error", forbid=("SECRET",))
 
@@ -382,8 +379,8 @@ SPEC_PATHS: dict[str, tuple[str, dict[str, Content]]] = {
     "tilde": ("~/nope.yaml", {}), "glob": ("${S}/*.yaml", {}), "checkpoint-as-spec": ("${CK}", {}),
 }
 SPEC_CMDS = ["show", "estimate", "diff-a", "diff-b", "variants", "render", "emit", "build", "measure", "train"]
-for label, (path, files) in SPEC_PATHS.items():
-    for cmd in SPEC_CMDS:
+for i, (label, (path, files)) in enumerate(SPEC_PATHS.items()):
+    for cmd in ("show", *(SPEC_CMDS[1 + (3 * i + k) % (len(SPEC_CMDS) - 1)] for k in range(3))):
         add("spec-path", f"{cmd}-{label}", _spec_cmd(cmd, path), files=dict(files), expect="error",
             forbid=("SECRET",))
 
@@ -472,9 +469,10 @@ for label, content in PROFILES.items():
         expect="ok" if label == "valid" else "error")
     add("profile", f"override-{label}", ["estimate", "${S}/tiny.yaml", "quant.weights=in/p.json"], files=files,
         expect="ok" if label == "valid" else "error")
-    add("profile", f"variants-{label}", ["variants", "${FIX}/sweep.yaml", "-q", "--workers", "1",
-                                         "quant.weights=in/p.json"], files=files,
-        expect="ok" if label == "valid" else "error")
+    if label in ("valid", "1e999-gptq", "fifo", "deep-100k", "beta-string"):
+        add("profile", f"variants-{label}", ["variants", "${FIX}/sweep.yaml", "-q", "--workers", "1",
+                                             "quant.weights=in/p.json"], files=files,
+            expect="ok" if label == "valid" else "error")
 for w in ["", "nope", "auto_", "a\0b.json", "/dev/zero", "../../../../etc/passwd", "x" * 5000 + ".json",
           "/proc/self/status.json", "${FIX}/secret.txt"]:
     add("profile", f"name-{w[:20]}", ["estimate", "${S}/tiny.yaml", f"quant.weights={w}"], expect="error",
@@ -579,7 +577,7 @@ for label, content in CHECKPOINTS.items():
         expect="ok" if ok else "any" if maybe else "error")
 
 # ---------------------------------------------------------------- Hessians for `measure --hessians`
-GPTQ = ["quant.groups.attention.gptq=true", "quant.groups.mlp.gptq=true"]
+GPTQ = ["quant.groups.attention.gptq=true"]
 
 
 def _hs(fn: Callable[[Any, tuple], Any]) -> Callable[["World"], bytes]:
@@ -600,8 +598,7 @@ HESSIANS: dict[str, Content] = {
     "wrong-size": _hs(lambda w, s: _eye(w, (s[0], s[1] + 1))), "non-square": _hs(lambda w, s: _eye(w, s)[:, :-1]),
     "1-d": _hs(lambda w, s: _eye(w, s)[0]), "nan": _hs(lambda w, s: _eye(w, s) * float("nan")),
     "inf": _hs(lambda w, s: _eye(w, s) * float("inf")), "negative": _hs(lambda w, s: -_eye(w, s)),
-    "zero": _hs(lambda w, s: 0 * _eye(w, s)), "huge": _hs(lambda w, s: _eye(w, s) * 1e308),
-    "int": _hs(lambda w, s: _eye(w, s).long()), "complex": _hs(lambda w, s: _eye(w, s).to(__import__("torch").complex128)),
+    "huge": _hs(lambda w, s: _eye(w, s) * 1e308),
     "unknown-names": _torch_file(lambda w: {"nope.weight": __import__("torch").eye(4)}),
     "int-keys": _torch_file(lambda w: {1: __import__("torch").eye(4)}),
     "pickle-exec": pickle.dumps(_Exec(), protocol=2), "torch-exec": _torch_file(lambda w: {"x": _Exec()}),
@@ -610,7 +607,7 @@ HESSIANS: dict[str, Content] = {
 for label, content in HESSIANS.items():
     add("hessians", label, ["measure", "${S}/tiny.yaml", "${CK}", "--hessians", "in/h.pt", *GPTQ],
         files={"in/h.pt": content}, expect="ok" if label in ("identity", "unknown-names") else "any"
-        if label in ("negative", "zero", "int", "complex") else "error")
+        if label in ("negative",) else "error")
 for p in ("", "in/a\0b.pt", "/dev/urandom", "/proc/self/status", "in/nope.pt"):
     add("hessians", f"path-{p[:16]}", ["measure", "${S}/tiny.yaml", "${CK}", "--hessians", p], expect="error")
 
@@ -627,7 +624,7 @@ TRAIN_BAD = {
     "data-fifo": ["--data", "in/f", "--val", "${VAL}", "--tokenizer", "${TOK}"],
     "out-proc": ["-o", "/proc/nope/x"], "out-file": ["-o", "${FIX}/secret.txt"], "out-nul": ["-o", "out/a\0b"],
     "log-proc": ["--log-json", "/proc/nope/log.jsonl"], "steps-neg": ["--steps", "-5"],
-    "micro-neg": ["--micro-tokens", "-64"], "micro-odd": ["--micro-tokens", "7"],
+    "micro-neg": ["--micro-tokens", "-64"],
     "log-every-text": ["--log-every", "x"], "tokens-not-multiple": ["train.tokens_per_step=100"],
     "seed-overflow": ["train.seed=18446744073709551617"], "seed-negative": ["train.seed=-1"],
     "iterations-0": ["train.iterations=0"], "val-tokens-0": ["train.val_tokens=0"],
@@ -744,7 +741,7 @@ SWEEPS = {
     "axis-bad-path": "sweep:\n  __class__.__init__: [1]\n", "axis-dunder": "sweep:\n  model.__dict__: [1]\n",
     "axis-empty": "sweep:\n  model.dim: []\n", "axis-nan": "sweep:\n  model.dim: [.nan]\n",
     "axis-strings": "sweep:\n  model.dim: ['512', '576']\n", "axis-octal": "sweep:\n  model.dim: [01000]\n",
-    "axis-1000-values": "sweep:\n  train.seed: [" + ", ".join(map(str, range(1000))) + "]\n",
+    "axis-300-values": "sweep:\n  train.seed: [" + ", ".join(map(str, range(300))) + "]\n",
     "rank-injection": "sweep:\n  model.dim: [512]\n  rank: \"__import__('os').system('touch /tmp/hx13-pwned')\"\n",
     "rank-unknown": "sweep:\n  model.dim: [512]\n  rank: nope\n", "top-negative": "sweep:\n  model.dim: [512]\n  top: -1\n",
     "top-huge": "sweep:\n  model.dim: [512]\n  top: 1e400\n",
@@ -759,7 +756,7 @@ for label, body in SWEEPS.items():
         add("variants", f"{label}{'-max10' if flags else ''}",
             ["variants", IN_SPEC, "-q", "--workers", "1", "-o", "out/v", *flags],
             files={IN_SPEC: _overlay("tiny.yaml", body)},
-            expect="any" if label in ("axis-escape", "names-collide", "axis-1000-values", "loop-windows-500",
+            expect="any" if label in ("axis-escape", "names-collide", "axis-300-values", "loop-windows-500",
                                       "top-negative", "rank-unknown") else "error")
 for label, flags in {"max-0": ["--max", "0"], "max-neg": ["--max", "-1"], "max-huge": ["--max", "10" * 20],
                      "max-text": ["--max", "x"], "top-neg": ["--top", "-1"], "top-0": ["--top", "0"],
@@ -828,8 +825,6 @@ add("disk-full", "save_checkpoint-api", [], kind="api", api=_save_checkpoint_on_
 PROCS = {
     "show-dev-zero": (["show", "/dev/zero"], {}), "show-fifo": (["show", "in/f.yaml"], {"in/f.yaml": Fifo()}),
     "extends-dev-zero": (["show", IN_SPEC], {IN_SPEC: "extends: /dev/zero\n"}),
-    "extends-fifo": (["estimate", IN_SPEC], {IN_SPEC: "extends: f.yaml\n", "in/f.yaml": Fifo()}),
-    "weights-fifo": (["estimate", "${S}/tiny.yaml", "quant.weights=in/f.json"], {"in/f.json": Fifo()}),
     "sweep-1.4M": (["variants", IN_SPEC], {IN_SPEC: _overlay("tiny.yaml", SWEEPS["1.4M"])}),
     "emit-full-disk": (["emit", "${S}/tiny.yaml", "-o", "out/train_gpt.py"], {}),
     "measure-proc": (["measure", "${S}/tiny.yaml", "${CK}", "-o", "/proc/nope/x.bin"], {}),
@@ -839,8 +834,7 @@ for label, (argv, files) in PROCS.items():
         fsize=4096 if "full-disk" in label else None)
 for label, (argv, files) in {
         "bad-spec": (["in/nope.yaml"], {}), "resume-garbage": (["${S}/tiny.yaml", "--resume", "--out", "out/run",
-                                                               *DATA_ARGS], {"out/run/checkpoint.pt": b"garbage"}),
-        "no-tokenizer": (["${S}/tiny.yaml", "--data", "${DATA}", "--out", "out/run"], {})}.items():
+                                                               *DATA_ARGS], {"out/run/checkpoint.pt": b"garbage"})}.items():
     add("proc-train", label, [*argv, *TRAIN_OPTS, *FAST], kind="proc-train", files=files, expect="error")
 
 
@@ -1106,7 +1100,10 @@ def run_case(case: Case, world: World) -> None:
 
 
 def _param(i: int, case: Case) -> Any:
-    fast = i % SAMPLE_EVERY == 0 and case.kind in ("cli", "api") and not case.argv[:1] in (["train"], ["measure"])
+    # the fast tier's sample needs no torch: no training, measuring, building or checkpoints
+    torch_free = case.kind == "cli" and case.argv[0] not in ("train", "measure", "build", "data") \
+        and "${CK}" not in case.argv and not any(callable(c) for c in case.files.values())
+    fast = i % SAMPLE_EVERY == 0 and torch_free
     return pytest.param(case, id=case.id, marks=() if fast else pytest.mark.slow)
 
 
