@@ -96,6 +96,11 @@ def parse(path: Path) -> dict:
             rec = json.loads(line)
             if rec.get("event") == "step":
                 r["loss"][rec["step"]] = rec["loss"]; r["time"][rec["step"]] = rec["elapsed"]
+                r.setdefault("path", {})[rec["step"]] = rec.get("path", "main")
+                if "peak_mem_mib" in rec:
+                    r["mem"] = rec["peak_mem_mib"]
+            elif rec.get("event") in ("warmup", "trained") and "peak_mem_mib" in rec:
+                r["mem_" + rec["event"]] = rec["peak_mem_mib"]
             elif rec.get("event") == "val":
                 r["val"] = (rec["step"], rec["val_loss"])
             elif rec.get("event") == "final" and "peak_mem_mib" in rec:
@@ -109,9 +114,31 @@ def parse(path: Path) -> dict:
                 r["val"] = (int(m[1]), float(m[2]))
             if m := OUR_MEM.search(line):
                 r["mem"] = int(m[1].replace(",", ""))
+                if line.startswith(("warmup", "trained")):  # which phase sets the peak
+                    r["mem_" + line.split()[0]] = r["mem"]
         if r["first"] is None and r["loss"]:
             r["first"] = float(t)
     return r
+
+
+def ms_per_step_by_path(r: dict, lo: int) -> dict[str, float]:
+    """Mean step time of each path a run took (flat before loops switch on, looped after), over
+    consecutive logged steps on one path from step lo on."""
+    paths = r.get("path", {})
+    steps = sorted(s for s in r["time"] if s >= lo)
+    sums: dict[str, list[float]] = {}
+    for a, b in zip(steps, steps[1:]):
+        if paths.get(a) == paths.get(b):
+            acc = sums.setdefault(paths[b], [0.0, 0])
+            acc[0] += r["time"][b] - r["time"][a]
+            acc[1] += b - a
+    return {p: 1000 * t / n for p, (t, n) in sums.items() if n}
+
+
+def seed_of(tag: str) -> str | None:
+    """The seed in a run's tag (`ref_2s1337`, `recurc_1s42_baseline`)."""
+    m = re.match(r"^[a-z]+_\d+s(\d+)", tag)
+    return m[1] if m else None
 
 
 def ms_per_step(r: dict, lo: int) -> float | None:
@@ -151,20 +178,38 @@ def report(d: Path, spec: str | None, tokens_per_step: int) -> None:
               f"{r['mem'] or 0:>9,} {r['first'] or float('nan'):>10.1f}{mfu}")
     refs = [n for n in names if n.startswith("ref_")]
     ours = [n for n in names if n.startswith("recurc_")]
+    for n in ours:
+        r = runs[n]
+        by_path = ms_per_step_by_path(r, lo)
+        if len(by_path) > 1:
+            print(f"{n} ms/step by path: " + ", ".join(f"{p} {ms:.1f}" for p, ms in by_path.items()))
+        if "mem_warmup" in r or "mem_trained" in r:
+            print(f"{n} peak MiB: after warm-up {r.get('mem_warmup', 0):,}, after training "
+                  f"{r.get('mem_trained', 0):,}, after the final validation {r['mem'] or 0:,}")
+    vals = {kind: [runs[n]["val"][1] for n in group if runs[n]["val"]] for kind, group in (("ref", refs), ("recurc", ours))}
+    if len(vals["ref"]) >= 2 or len(vals["recurc"]) >= 2:
+        for kind, v in vals.items():
+            if v:
+                print(f"{kind} final val loss over {len(v)} runs: mean {sum(v) / len(v):.4f}, "
+                      f"spread {max(v) - min(v):.4f}")
+        if vals["ref"] and vals["recurc"]:
+            print(f"Δ mean val (recurc - challenge): "
+                  f"{sum(vals['recurc']) / len(vals['recurc']) - sum(vals['ref']) / len(vals['ref']):+.4f}")
     if len(refs) >= 2:
         a, b = runs[refs[0]]["loss"], runs[refs[1]]["loss"]
         common = sorted(set(a) & set(b))
         noise = max(abs(a[s] - b[s]) for s in common) if common else float("nan")
         print(f"\nchallenge run-to-run |Δ train loss| max over logged steps ({refs[0]} vs {refs[1]}): {noise:.4f}")
     if refs and ours:
-        base = runs[refs[0]]
-        for n in ours:
-            r = runs[n]
+        for n in ours:      # against the challenge's run of the same seed where there is one
+            same = [m for m in refs if seed_of(m) == seed_of(n)]
+            base_name = (same or refs)[0]
+            base, r = runs[base_name], runs[n]
             common = sorted(set(base["loss"]) & set(r["loss"]))
             diff = max(abs(base["loss"][s] - r["loss"][s]) for s in common) if common else float("nan")
             mean = (sum(r["loss"][s] - base["loss"][s] for s in common) / len(common)) if common else float("nan")
             ms_b, ms_r = ms_per_step(base, lo), ms_per_step(r, lo)
-            print(f"{n} vs {refs[0]}: max |Δ train loss| {diff:.4f}, mean Δ {mean:+.4f}, "
+            print(f"{n} vs {base_name}: max |Δ train loss| {diff:.4f}, mean Δ {mean:+.4f}, "
                   f"Δ val {(r['val'] or (0, float('nan')))[1] - (base['val'] or (0, float('nan')))[1]:+.4f}, "
                   f"tokens/s ratio {(ms_b / ms_r) if ms_b and ms_r else float('nan'):.3f}, "
                   f"memory ratio {(r['mem'] or 0) / max(base['mem'] or 1, 1):.3f}, "

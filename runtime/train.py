@@ -312,7 +312,8 @@ class Trainer:
         self.loader.load_state_dict(loader_state)
         if ema_state is not None:
             self.ema.load_state_dict(ema_state)
-        self.log.event("warmup", steps=n, paths=",".join(paths), seconds=round(time.perf_counter() - t0, 2))
+        self.log.event("warmup", steps=n, paths=",".join(paths), seconds=round(time.perf_counter() - t0, 2),
+                       **self._peak_mem())
 
     # ---------------------------------------------------------------- checkpoints
     def _spec_key(self) -> str:
@@ -355,6 +356,14 @@ class Trainer:
         # The challenge's data order whatever the seed (shards by name from token 0; loader seed 0):
         # the seed changes the initial weights only, as in its script.
         return DistributedTokenLoader(self.cfg.data, self.d.rank, self.d.world_size, seed=0)
+
+    def _peak_mem(self) -> dict[str, int]:
+        """The CUDA allocator's peak so far (what the challenge's script reports), for the log:
+        read at the warm-up's end, each logged step and before the final validation, it shows
+        which phase sets a run's peak."""
+        if self.d.device.type != "cuda":
+            return {}
+        return {"peak_mem_mib": torch.cuda.max_memory_allocated(self.d.device) // 2**20}
 
     def _sync(self) -> None:
         if self.d.device.type == "cuda":
@@ -413,6 +422,8 @@ class Trainer:
         while True:
             last = self.done()
             if self.step > 0 and (last or (cfg.val_every and self.step % cfg.val_every == 0)):
+                if last:
+                    self.log.event("trained", step=self.step, **self._peak_mem())
                 last_val = self.validate()
                 self.log.event("val", step=self.step, steps=self.iterations, val_loss=last_val.loss,
                                val_bpb=last_val.bpb, elapsed=self.elapsed)
@@ -446,7 +457,7 @@ class Trainer:
                 loss_v = self._mean_loss(loss)
                 self.log.event("step", step=self.step, steps=self.iterations, loss=loss_v, lr_scale=scale,
                                path=path, tok_s=tok_s, step_ms=1000 * window_t / window_steps,
-                               elapsed=self.elapsed)
+                               elapsed=self.elapsed, **self._peak_mem())
                 self.log.advance(self.step, f"loss {loss_v:.3f}  {tok_s:,.0f} tok/s")
                 window_t, window_steps = 0.0, 0
             else:
@@ -467,8 +478,7 @@ class Trainer:
         final = dict(step=self.step, steps=self.iterations, val_loss=last_val.loss, val_bpb=last_val.bpb,
                      elapsed=self.elapsed, ema=self.ema is not None, ranks_agree=agree,
                      checksums=sums, tokens_seen=self.step * self.train.tokens_per_step)
-        if self.d.device.type == "cuda":  # the figure the challenge's script reports, to compare
-            final["peak_mem_mib"] = torch.cuda.max_memory_allocated(self.d.device) // 2**20
+        final.update(self._peak_mem())
         self.log.event("final", **final)
         if self.cfg.export:
             from runtime.export import export_run

@@ -1,0 +1,151 @@
+"""Activation memory of one micro-batch: recurc's baseline vs the challenge's GPT, side by side.
+
+    python benchmarks/memory_probe.py /path/to/train_gpt.py [--seqs 64] [--spec specs/baseline.yaml]
+
+Imports the challenge's script as a module (nothing of it is copied here), builds its GPT as its
+main() does (bf16, then linear layers and control tensors back to fp32) and recurc's model as
+runtime.train does, compiles both (inductor, fullgraph) and runs one forward/backward under the
+training autocast on `seqs` sequences. Prints, for each: the bytes the compiled graph saves for
+the backward (per token, grouped by dtype and shape), and on CUDA the peak allocated over the
+forward/backward above the weights and gradients. A run's peak is reached inside one
+micro-batch's backward, so a difference in a run's peak memory shows here unless it comes from
+state outside the model (optimizer, copies), which runtime.train's per-phase peaks then locate.
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import importlib.util
+
+import torch
+from torch import nn
+
+from recurc.plan import make_plan
+from recurc.spec import load_spec
+from runtime.train import build_model
+
+
+def challenge_model(path: str, plan, device: torch.device) -> nn.Module:
+    spec = importlib.util.spec_from_file_location("challenge_train_gpt", path)
+    ref = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ref)
+    m, h = plan.model, ref.Hyperparameters
+    model = ref.GPT(vocab_size=m.vocab_size, num_layers=len(plan.layers), model_dim=m.dim, num_heads=m.heads,
+                    num_kv_heads=m.kv_heads, mlp_mult=2, tie_embeddings=True,
+                    tied_embed_init_std=h.tied_embed_init_std, logit_softcap=h.logit_softcap,
+                    rope_base=h.rope_base, qk_gain_init=h.qk_gain_init).to(device).bfloat16()
+    for module in model.modules():
+        if isinstance(module, ref.CastedLinear):
+            module.float()
+    ref.restore_low_dim_params_to_fp32(model)
+    return model
+
+
+def autocast(device: torch.device):
+    """The training autocast: bf16 on CUDA, and bf16 on CPU too so that the CPU probe sees the
+    dtypes of a GPU run."""
+    return torch.autocast(device.type, dtype=torch.bfloat16)
+
+
+def saved_tensors(loss: torch.Tensor) -> list[torch.Tensor]:
+    """Every tensor the autograd graph behind `loss` holds for the backward (deduplicated by
+    storage): the compiled graph's saved activations, which is what a micro-batch costs."""
+    seen, out, stack, visited = set(), [], [loss.grad_fn], set()
+    while stack:
+        node = stack.pop()
+        if node is None or id(node) in visited:
+            continue
+        visited.add(id(node))
+        for t in getattr(node, "saved_tensors", ()) or ():
+            if isinstance(t, torch.Tensor):
+                key = (t.untyped_storage().data_ptr(), t.untyped_storage().nbytes())
+                if key not in seen:
+                    seen.add(key)
+                    out.append(t)
+        stack.extend(f for f, _ in node.next_functions)
+    return out
+
+
+def live_at_peak(snapshot: dict) -> collections.Counter:
+    """Replay the allocator trace of one forward/backward: the blocks live at its peak, counted
+    by size (bytes -> count). Which sizes one model holds more of names the tensors at fault."""
+    live: dict[int, int] = {}
+    cur = peak = 0
+    at_peak: dict[int, int] = {}
+    for trace in snapshot["device_traces"]:
+        for e in trace:
+            if e["action"] == "alloc":
+                live[e["addr"]] = e["size"]
+                cur += e["size"]
+                if cur > peak:
+                    peak, at_peak = cur, dict(live)
+            elif e["action"] == "free_completed" and e["addr"] in live:
+                cur -= live.pop(e["addr"])
+    return collections.Counter(at_peak.values())
+
+
+def probe(name: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+          device: torch.device) -> tuple[int, collections.Counter]:
+    compiled = torch.compile(model, dynamic=False, fullgraph=True)
+    with autocast(device):      # compile and warm once, then measure a clean step
+        compiled(x, y).backward()
+    model.zero_grad(set_to_none=False)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        base = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        torch.cuda.memory._record_memory_history(max_entries=1_000_000, stacks="python")
+    with autocast(device):
+        loss = compiled(x, y)
+    saved = saved_tensors(loss)
+    total = sum(t.untyped_storage().nbytes() for t in saved)
+    groups: collections.Counter = collections.Counter()
+    for t in saved:
+        groups[(str(t.dtype).removeprefix("torch."), tuple(t.shape))] += t.untyped_storage().nbytes()
+    tokens = x.numel()
+    print(f"\n{name}: {len(saved)} saved tensors, {total / 2**20:,.1f} MiB = {total / tokens:,.0f} B/token")
+    for (dtype, shape), n in groups.most_common(6):
+        print(f"  {n / tokens:8,.0f} B/token  {dtype:9} {shape}")
+    loss.backward()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        peak = torch.cuda.max_memory_allocated() - base
+        blocks = live_at_peak(torch.cuda.memory._snapshot())
+        torch.cuda.memory._record_memory_history(enabled=None)
+        print(f"  weights and grads {base / 2**20:,.1f} MiB; peak over forward/backward above them: "
+              f"{peak / 2**20:,.1f} MiB")
+        print("  blocks allocated in the step and live at its peak, largest sizes first:")
+        for size, n in sorted(blocks.items(), reverse=True)[:14]:
+            print(f"    {n:4} x {size / 2**20:9.2f} MiB")
+        groups.update({("live at peak", (size,)): size * n for size, n in blocks.items()})
+        return peak, groups
+    return total, groups
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("reference", help="the challenge's train_gpt.py")
+    ap.add_argument("--spec", default="specs/baseline.yaml")
+    ap.add_argument("--seqs", type=int, default=64)
+    args = ap.parse_args()
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    plan = make_plan(load_spec(args.spec))
+    g = torch.Generator().manual_seed(0)
+    toks = torch.randint(0, plan.model.vocab_size, (args.seqs, plan.model.seq_len + 1), generator=g).to(device)
+    x, y = toks[:, :-1].contiguous(), toks[:, 1:].contiguous()
+    torch.manual_seed(0)
+    ref, ref_groups = probe("challenge GPT", challenge_model(args.reference, plan, device), x, y, device)
+    torch.manual_seed(0)
+    model = build_model(plan, device)
+    model.tok_emb.to(torch.bfloat16)      # as build_model does on CUDA (here for the CPU probe too)
+    ours, our_groups = probe(f"recurc {plan.name}", model, x, y, device)
+    print("\nsaved tensors (by dtype, shape) and blocks live at the peak (by size) that differ (bytes per token, recurc - challenge):")
+    for key in sorted(set(ref_groups) | set(our_groups), key=str):
+        delta = our_groups[key] - ref_groups[key]
+        if delta:
+            print(f"  {delta / x.numel():+9,.0f}  {key[0]:9} {key[1]}")
+    print(f"\nrecurc / challenge: {ours / ref:.3f} ({(ours - ref) / 2**20:+,.1f} MiB per micro-batch of {x.numel():,} tokens)")
+
+
+if __name__ == "__main__":
+    main()
