@@ -5,7 +5,8 @@
 #   bash benchmarks/vs_challenge.sh OUT REF_SCRIPT [RUNS]
 # RUNS: space-separated kind:seed[:spec] (kind ref or recurc; spec for recurc, default
 # specs/baseline.yaml), e.g. "ref:1337 ref:1337 ref:42 recurc:1337". STEPS (150), WARMDOWN (50),
-# DATA (a corpus dir; built from the machine's own Python sources if missing), CORPUS_BYTES.
+# DATA (a corpus dir; built from the machine's own Python sources if missing), CORPUS_BYTES,
+# RECURC_ARGS (more runtime.train options, e.g. --attention-kernel auto), TAG (appended to run tags).
 set -euo pipefail
 out=${1:?out dir}; ref=$(realpath "${2:?the challenge script train_gpt.py}")
 runs=${3:-"ref:1337 recurc:1337"}
@@ -20,7 +21,7 @@ fi
 n=0
 for run in $runs; do
   IFS=: read -r kind seed spec <<<"$run"; n=$((n + 1))
-  tag="${kind}_${n}s${seed}"
+  tag="${kind}_${n}s${seed}${TAG:-}"
   if [ "$kind" = ref ]; then
     work=$(mktemp -d); (cd "$work" && DATA_PATH="$data" TOKENIZER_PATH="$data/tokenizer.model" VOCAB_SIZE=1024 \
       SEED="$seed" ITERATIONS="$steps" WARMDOWN_ITERS="$wd" MAX_WALLCLOCK_SECONDS=0 VAL_LOSS_EVERY=0 \
@@ -30,7 +31,7 @@ for run in $runs; do
     spec=${spec:-specs/baseline.yaml}; tag="${tag}_$(basename "$spec" .yaml)"
     python3 -m runtime.train "$spec" train.seed="$seed" train.iterations="$steps" train.warmdown_steps="$wd" \
       train.max_wallclock_seconds=null --data "$data/fineweb_train_*.bin" --tokenizer "$data/tokenizer.model" \
-      --out "/tmp/vs_runs/$tag" --log-every 5 --val-every 0 --no-progress ${EXPORT:---no-export} 2>&1 \
+      --out "/tmp/vs_runs/$tag" --log-every 5 --val-every 0 --no-progress ${EXPORT:---no-export} ${RECURC_ARGS:-} 2>&1 \
       | python3 benchmarks/vs_challenge.py stamp "$out/$tag.txt" | grep -E "^step (1|$steps)/|^val |^final|^export|rror" || true
   fi
 done

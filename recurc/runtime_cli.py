@@ -53,6 +53,9 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
                    help="progress bar with tokens/s and ETA (default: when stderr is a terminal; "
                         "otherwise stdout gets one JSON line per event)")
     p.add_argument("--device", help="cpu or cuda (default cuda if available)")
+    p.add_argument("--attention-kernel", choices=("auto", "flash", "cudnn", "efficient"), default="auto",
+                   help="scaled_dot_product_attention's kernels on CUDA (default auto: torch's own "
+                        "choice; flash: the challenge script's)")
 
 
 # ---------------------------------------------------------------- train
@@ -79,7 +82,7 @@ def _runtime_argv(args: argparse.Namespace) -> list[str]:
     for opt, value in (("--data", args.data), ("--val", args.val), ("--tokenizer", args.tokenizer),
                        ("--out", args.out), ("--steps", args.steps), ("--log-json", args.log_json),
                        ("--val-every", args.val_every), ("--micro-tokens", args.micro_tokens),
-                       ("--device", args.device)):
+                       ("--device", args.device), ("--attention-kernel", args.attention_kernel)):
         if value is not None:
             out += [opt, str(value)]
     out += ["--log-every", str(args.log_every), "--ckpt-every", str(args.ckpt_every)]

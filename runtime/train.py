@@ -161,6 +161,28 @@ def barrier(d: Dist) -> None:
         dist.barrier()
 
 
+# ============================================================================ attention kernels
+ATTENTION_KERNELS = ("flash", "cudnn", "efficient", "auto")
+
+
+def select_attention_kernel(name: str) -> None:
+    """Which kernels scaled_dot_product_attention may use on CUDA. "auto" leaves torch's own
+    settings; "flash" is the challenge's choice (its script turns the others off; here the
+    memory-efficient kernel stays on as the fallback for shapes flash cannot run, e.g. a dense
+    document mask); "cudnn" and "efficient" prefer those kernels. On one H200 with torch 2.11
+    the baseline measured the same ms/step and peak memory under "flash" and all four enabled
+    (benchmarks/results/h200_session3_2026-12-02)."""
+    if name not in ATTENTION_KERNELS:
+        raise ValueError(f"unknown attention kernel {name!r} (one of {', '.join(ATTENTION_KERNELS)})")
+    if name == "auto":
+        return
+    b = torch.backends.cuda
+    b.enable_flash_sdp(name == "flash")
+    b.enable_cudnn_sdp(name == "cudnn")
+    b.enable_mem_efficient_sdp(True)
+    b.enable_math_sdp(True)
+
+
 # ============================================================================ the model
 def build_model(plan: Plan, device: torch.device) -> nn.Module:
     """The spec's model (recurc.build) on `device`: fp32, except that on CUDA the token embedding
@@ -220,6 +242,7 @@ class RunConfig:
     export: bool
     progress: Any            # a progress display (runtime/progress.py) or None
     stdout_json: bool = False  # print each record as a JSON line (stdout is not a terminal)
+    attention_kernel: str = "auto"  # scaled_dot_product_attention's kernels on CUDA (ATTENTION_KERNELS)
 
 
 class Trainer:
@@ -234,6 +257,8 @@ class Trainer:
         max_micro = cfg.micro_tokens or DEFAULT_MICRO_TOKENS["cuda" if d.device.type == "cuda" else "cpu"]
         self.accum, self.micro_tokens = plan_accumulation(t.tokens_per_step, d.world_size, seq_len, max_micro)
 
+        if d.device.type == "cuda":
+            select_attention_kernel(cfg.attention_kernel)
         torch.manual_seed(t.seed)  # same initial weights on every rank (DDP also broadcasts them)
         self.base = build_model(plan, d.device)
         self.base.train()
@@ -570,7 +595,7 @@ def _run(args: argparse.Namespace) -> int:
             log_json=Path(args.log_json or out / "log.jsonl"), log_every=max(1, args.log_every),
             val_every=spec.train.val_every if args.val_every is None else args.val_every,
             ckpt_every=args.ckpt_every, micro_tokens=args.micro_tokens, export=args.export,
-            stdout_json=not sys.stdout.isatty(),
+            stdout_json=not sys.stdout.isatty(), attention_kernel=args.attention_kernel,
             progress=RichProgress(plan.train.max_wallclock_seconds)
             if (args.progress if args.progress is not None else sys.stderr.isatty()) else None)
         return train_rank(cfg, plan, d)

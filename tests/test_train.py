@@ -105,3 +105,22 @@ def test_loss_falls_on_demo_data(demo, tmp_path):
     final = [r for r in recs if r["event"] == "final"][0]
     assert final["val_bpb"] < 3.5 and final["ranks_agree"]
     assert (tmp_path / "checkpoint.pt").is_file()
+
+
+def test_attention_kernel_choice_sets_the_sdpa_flags():
+    """--attention-kernel flash gives the challenge's kernel (cuDNN off, flash on, the
+    memory-efficient one kept as the fallback for masks); auto leaves torch's flags alone."""
+    from runtime.train import select_attention_kernel
+    b = torch.backends.cuda
+    flags = (b.flash_sdp_enabled(), b.cudnn_sdp_enabled(), b.mem_efficient_sdp_enabled(), b.math_sdp_enabled())
+    try:
+        select_attention_kernel("flash")
+        assert (b.flash_sdp_enabled(), b.cudnn_sdp_enabled(), b.mem_efficient_sdp_enabled()) == (True, False, True)
+        select_attention_kernel("auto")
+        assert (b.flash_sdp_enabled(), b.cudnn_sdp_enabled()) == (True, False)
+        with pytest.raises(ValueError, match="unknown attention kernel"):
+            select_attention_kernel("xformers")
+    finally:
+        for enable, on in zip((b.enable_flash_sdp, b.enable_cudnn_sdp, b.enable_mem_efficient_sdp,
+                               b.enable_math_sdp), flags):
+            enable(on)
