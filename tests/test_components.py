@@ -9,9 +9,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from recurc.build import build
 from recurc.plan import make_plan
 from recurc.spec import spec_from_text
+
+from model_helpers import randomised_model
 
 BASE = """
 name: c
@@ -24,13 +25,7 @@ order: "0,1x2,2"
 
 def _model(model: str = "", extra: str = ""):
     plan = make_plan(spec_from_text(BASE.format(model=model, extra=extra)))
-    torch.manual_seed(0)
-    m = build(plan)
-    with torch.no_grad():   # no zero-initialised tensor may hide a term of the formula
-        for p in m.parameters():
-            p.copy_(torch.randn_like(p) * 0.3)
-    assert {k: tuple(v.shape) for k, v in m.state_dict().items()} == {p.name: p.shape for p in plan.params}
-    return plan, m
+    return plan, randomised_model(plan)
 
 
 IDX = torch.tensor([[5, 1, 7, 7, 2, 1, 9, 3]])

@@ -17,6 +17,8 @@ from recurc.estimate import forward_flops
 from recurc.plan import make_plan
 from recurc.spec import load_spec, spec_from_text
 
+from model_helpers import randomised_model
+
 ROOT = Path(__file__).resolve().parents[1]
 D = 32
 BASE = """
@@ -36,13 +38,7 @@ def _plan(components: str):
 
 def _model(components: str):
     plan = _plan(components)
-    torch.manual_seed(0)
-    m = build(plan)
-    with torch.no_grad():   # no zero-initialised tensor may hide a term of the formula
-        for p in m.parameters():
-            p.copy_(torch.randn_like(p) * 0.3)
-    assert {k: tuple(v.shape) for k, v in m.state_dict().items()} == {p.name: p.shape for p in plan.params}
-    return plan, m
+    return plan, randomised_model(plan)
 
 
 def _calls(m, name: str) -> list[tuple]:

@@ -22,6 +22,8 @@ from recurc.estimate import forward_flops, schedule_flops
 from recurc.plan import make_plan
 from recurc.spec import load_spec, spec_from_text
 
+from model_helpers import randomised_model
+
 ROOT = Path(__file__).resolve().parents[1]
 D, KV = 32, 16
 BASE = """
@@ -41,13 +43,7 @@ def _plan(components: str = "", order: str = "0x3", blocks: int = 1, model: str 
 
 
 def _randomised(plan):
-    torch.manual_seed(0)
-    m = build(plan)
-    with torch.no_grad():   # no zero-initialised tensor may hide a term of the formula
-        for p in m.parameters():
-            p.copy_(torch.randn_like(p) * 0.3)
-    assert {k: tuple(v.shape) for k, v in m.state_dict().items()} == {p.name: p.shape for p in plan.params}
-    return m
+    return randomised_model(plan)
 
 
 def _flat_from_looped(looped, merged) -> torch.nn.Module:

@@ -15,9 +15,9 @@ phase carries the distribution (ir.Phase.choices) and the trainer draws from it 
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import AfterValidator, Field, model_validator
 
 from ..errors import SpecError
 from ..ir import ComponentUse
@@ -28,6 +28,16 @@ from .base import Component, Site, TensorDecl, lookup
 # Projections an adapter can name: "<sub-module>.<linear>" as the built block holds them.
 Projection = Literal["attn.c_q", "attn.c_k", "attn.c_k_down", "attn.c_v", "attn.proj", "mlp.fc", "mlp.proj"]
 ATTENTION_PROJECTIONS = ("attn.c_q", "attn.c_k_down", "attn.c_k", "attn.c_v", "attn.proj")
+
+
+def _listed_once(targets: list[str]) -> list[str]:
+    if len(set(targets)) != len(targets):
+        raise ValueError("a projection is listed twice")
+    return targets
+
+
+# A component's `targets`: projections, each at most once.
+Targets = Annotated[list[Projection], AfterValidator(_listed_once)]
 
 
 def projection_shapes(site: Site, attention: bool = True) -> dict[str, tuple[int, int]]:
@@ -70,17 +80,11 @@ def _check_targets(name: str, targets: list[str], shapes: dict[str, tuple[int, i
 # ---------------------------------------------------------------- per-pass LoRA
 class LoRAConfig(Strict):
     rank: int = Field(4, ge=1, le=1024, description="the adapters' rank r")
-    targets: list[Projection] = Field(["attn.c_q", "attn.c_v"], min_length=1,
+    targets: Targets = Field(["attn.c_q", "attn.c_v"], min_length=1,
                                       description="projections adapted on each pass (DepthLoRA: Q and V)")
     alpha: float | None = Field(None, gt=0, description="the update is scaled by alpha / rank; default 1")
     passes: Literal["all", "later"] = Field("all", description="which scoped passes own adapters: all, or "
                                             "those after a block's first (the first runs the shared weights)")
-
-    @model_validator(mode="after")
-    def _distinct(self) -> "LoRAConfig":
-        if len(set(self.targets)) != len(self.targets):
-            raise ValueError("a projection is listed twice")
-        return self
 
 
 class LoRA(Component):
@@ -114,14 +118,8 @@ class LoRA(Component):
 class LegendreConfig(Strict):
     degree: int = Field(2, ge=1, le=16, description="highest polynomial degree; stores degree extra "
                         "coefficient matrices per target")
-    targets: list[Projection] = Field(["attn.c_q", "attn.c_k", "attn.c_v", "attn.proj", "mlp.fc", "mlp.proj"],
+    targets: Targets = Field(["attn.c_q", "attn.c_k", "attn.c_v", "attn.proj", "mlp.fc", "mlp.proj"],
                                       min_length=1, description="projections whose weights are polynomials in depth")
-
-    @model_validator(mode="after")
-    def _distinct(self) -> "LegendreConfig":
-        if len(set(self.targets)) != len(self.targets):
-            raise ValueError("a projection is listed twice")
-        return self
 
 
 class Legendre(Component):

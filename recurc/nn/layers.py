@@ -8,12 +8,30 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..ir import AttentionSettings, MLPSettings
+from ..ir import AttentionSettings, ComponentUse, MLPSettings
 
 
 def rms_norm(x: Tensor) -> Tensor:
     """Parameter-free RMSNorm over the last dimension (eps from the dtype, as the baseline)."""
     return F.rms_norm(x, (x.size(-1),))
+
+
+class PassHook:
+    """A component acting around a block on each pass that owns its tensors: `pre(own, x)` on the
+    block's input, `post(own, x_in, x, prev)` on its output (`x_in` the input after the `pre`
+    hooks, `prev` the same block's output on its previous pass, None on a first pass). Identity on
+    both sides; a component overrides the side it acts on. It keeps only its ComponentUse (name
+    and validated settings) and reads its tensors from `own`, the pass's module, so one hook
+    serves every pass and torch.compile sees plain attribute reads."""
+
+    def __init__(self, use: ComponentUse) -> None:
+        self.use = use
+
+    def pre(self, own: nn.Module, x: Tensor) -> Tensor:
+        return x
+
+    def post(self, own: nn.Module, x_in: Tensor, x: Tensor, prev: Tensor | None) -> Tensor:
+        return x
 
 
 class CastedLinear(nn.Linear):

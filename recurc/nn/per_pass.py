@@ -6,18 +6,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from ..ir import ComponentUse
-
-
-class PassHook:
-    def __init__(self, use: ComponentUse) -> None:
-        self.use = use
-
-    def pre(self, own: nn.Module, x: Tensor) -> Tensor:
-        return x
-
-    def post(self, own: nn.Module, x_in: Tensor, x: Tensor, prev: Tensor | None) -> Tensor:
-        return x
+from .layers import PassHook
 
 
 class IterationEmbedding(PassHook):

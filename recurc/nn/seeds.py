@@ -3,7 +3,7 @@ mixing, per-token exit gates and a low-rank GRU carry between passes.
 
 Each hook reads the tensors build created on the pass's own module (`passes.<v>.<name>`) and
 keeps only its settings, so one hook object serves every pass and torch.compile sees plain
-attribute reads. This file depends on torch and the standard library alone: `recurc emit`
+attribute reads. This file depends on torch and recurc.nn.layers (PassHook) alone: `recurc emit`
 copies it verbatim into the submission script (the class names are unique in that script).
 
 In `post(own, x_in, x, prev)`: `x_in` is the block's input (after the `pre` hooks), `x` its
@@ -11,27 +11,14 @@ output, `prev` the same block's output on its previous pass (None on a first pas
 """
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-
-class SeedPassHook:
-    """Identity on both sides; a seed component overrides the side it acts on."""
-
-    def __init__(self, use: Any) -> None:
-        self.use = use      # the ComponentUse: name and validated settings
-
-    def pre(self, own: nn.Module, x: Tensor) -> Tensor:
-        return x
-
-    def post(self, own: nn.Module, x_in: Tensor, x: Tensor, prev: Tensor | None) -> Tensor:
-        return x
+from .layers import PassHook
 
 
-class OutputLNHook(SeedPassHook):
+class OutputLNHook(PassHook):
     """x_in + g ⊙ rms_norm(x − x_in): the block's update normalized before the residual add."""
 
     def post(self, own: nn.Module, x_in: Tensor, x: Tensor, prev: Tensor | None) -> Tensor:
@@ -39,14 +26,14 @@ class OutputLNHook(SeedPassHook):
         return x_in + own.out_ln_gain.to(x.dtype) * F.rms_norm(u, (u.size(-1),), eps=self.use.get("eps"))
 
 
-class BirkhoffMixHook(SeedPassHook):
+class BirkhoffMixHook(PassHook):
     """σ(θ) ⊙ x + (1 − σ(θ)) ⊙ prev: the first row of [[σ, 1−σ], [1−σ, σ]] applied to (x, prev)."""
 
     def post(self, own: nn.Module, x_in: Tensor, x: Tensor, prev: Tensor | None) -> Tensor:
         return torch.lerp(prev, x, torch.sigmoid(own.birkhoff_logit.to(x.dtype)))
 
 
-class ExitGateHook(SeedPassHook):
+class ExitGateHook(PassHook):
     """x_in + g·(x − x_in), g = σ(w · rms_norm(x_in) + b) one scalar per token."""
 
     def post(self, own: nn.Module, x_in: Tensor, x: Tensor, prev: Tensor | None) -> Tensor:
@@ -55,7 +42,7 @@ class ExitGateHook(SeedPassHook):
         return x_in + g * (x - x_in)
 
 
-class GRUCarryHook(SeedPassHook):
+class GRUCarryHook(PassHook):
     """A GRU cell of hidden size r between passes (PyTorch's GRUCell equations):
     a = D_x·rms_norm(x), h = D_h·rms_norm(prev),
     [r_i, z_i, n_i] = W_ih·a + b_ih, [r_h, z_h, n_h] = W_hh·h + b_hh,

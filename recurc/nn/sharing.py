@@ -5,7 +5,7 @@ time, one adapter per projection of the layer (`site.linears`: "attn.c_q" → th
 and the layer routes that projection through it (recurc.nn.layers.Projections). An adapter has
 `forms_weight`, `weight(w) -> w` and `output(x, y) -> y`. Everything per layer (which tensors,
 the Legendre basis values) is fixed here, so the compiled forward sees constants and attribute
-reads. Depends on torch and the standard library alone: `recurc emit` copies it verbatim.
+reads. Depends on torch and recurc.nn.layers (PassHook) alone: `recurc emit` copies it verbatim.
 """
 from __future__ import annotations
 
@@ -14,18 +14,7 @@ from typing import Any
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-
-class IdentityHook:
-    """No change around the block: these components act on its projections only."""
-
-    def __init__(self, use: Any) -> None:
-        self.use = use      # the ComponentUse: name and validated settings
-
-    def pre(self, own: nn.Module, x: Tensor) -> Tensor:
-        return x
-
-    def post(self, own: nn.Module, x_in: Tensor, x: Tensor, prev: Tensor | None) -> Tensor:
-        return x
+from .layers import PassHook
 
 
 class LoRAAdapter:
@@ -44,7 +33,7 @@ class LoRAAdapter:
         return y + (delta if self.scale == 1.0 else self.scale * delta)
 
 
-class LoRAHook(IdentityHook):
+class LoRAHook(PassHook):
     """Per-pass LoRA on the spec's target projections of every pass that owns the tensors."""
 
     def adapters(self, site: Any) -> dict[str, LoRAAdapter]:
@@ -81,7 +70,7 @@ def legendre_basis(degree: int, t: float) -> list[float]:
     return p[1:degree + 1]
 
 
-class LegendreHook(IdentityHook):
+class LegendreHook(PassHook):
     """Polynomial weight sharing: each layer of a looped block forms its projections' weights from
     the block's coefficients at its depth position t = −1 + 2k/(K−1) (k: the main order's pass)."""
 
