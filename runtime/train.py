@@ -162,7 +162,8 @@ def barrier(d: Dist) -> None:
 
 
 # ============================================================================ attention kernels
-ATTENTION_KERNELS = ("flash", "cudnn", "efficient", "auto")
+# recurc/runtime_cli.py lists them too (the CLI imports no torch)
+ATTENTION_KERNELS = ("auto", "flash", "cudnn", "efficient")
 
 
 def select_attention_kernel(name: str) -> None:
@@ -447,8 +448,8 @@ class Trainer:
         while True:
             last = self.done()
             if self.step > 0 and (last or (cfg.val_every and self.step % cfg.val_every == 0)):
-                if last:
-                    self.log.event("trained", step=self.step, **self._peak_mem())
+                if last and (peak := self._peak_mem()):
+                    self.log.event("trained", step=self.step, **peak)
                 last_val = self.validate()
                 self.log.event("val", step=self.step, steps=self.iterations, val_loss=last_val.loss,
                                val_bpb=last_val.bpb, elapsed=self.elapsed)
