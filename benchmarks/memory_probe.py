@@ -1,6 +1,7 @@
 """Activation memory of one micro-batch: recurc's baseline vs the challenge's GPT, side by side.
 
     python benchmarks/memory_probe.py /path/to/train_gpt.py [--seqs 64] [--spec specs/baseline.yaml]
+        [--ddp] [--memory-budget F]
 
 Imports the challenge's script as a module (nothing of it is copied here), builds its GPT as its
 main() does (bf16, then linear layers and control tensors back to fp32) and recurc's model as
@@ -10,14 +11,22 @@ the backward (per token, grouped by dtype and shape), and on CUDA the peak alloc
 forward/backward above the weights and gradients. A run's peak is reached inside one
 micro-batch's backward, so a difference in a run's peak memory shows here unless it comes from
 state outside the model (optimizer, copies), which runtime.train's per-phase peaks then locate.
+
+--ddp wraps each compiled model as the challenge's script does under torchrun, also on one
+process (`DDP(torch.compile(model))` on a one-rank group): dynamo then splits the graph at DDP's
+gradient buckets and compiles each piece on its own. --memory-budget sets the AOT partitioner's
+activation memory budget (torch._functorch.config.activation_memory_budget; 1.0 is torch's
+default: save what the min-cut saves; lower recomputes more) for both models.
 """
 from __future__ import annotations
 
 import argparse
 import collections
 import importlib.util
+import tempfile
 
 import torch
+import torch._functorch.config
 from torch import nn
 
 from recurc.plan import make_plan
@@ -89,13 +98,22 @@ def _peak_above(base: int) -> float:
     return (torch.cuda.max_memory_allocated() - base) / 2**20
 
 
+def compiled_as_run(model: nn.Module, device: torch.device, ddp: bool) -> nn.Module:
+    """torch.compile(model), and with `ddp` wrapped as the challenge wraps it under torchrun."""
+    compiled = torch.compile(model, dynamic=False, fullgraph=True)
+    if not ddp:
+        return compiled
+    return nn.parallel.DistributedDataParallel(compiled, device_ids=[device.index or 0] if device.type == "cuda" else None,
+                                               broadcast_buffers=False)
+
+
 def probe(name: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
-          device: torch.device) -> tuple[float, collections.Counter]:
+          device: torch.device, ddp: bool = False) -> tuple[float, collections.Counter]:
     """One model: (CUDA) the peak of its first, compiling forward/backward and of a later one,
     above what was allocated before it; the saved tensors of a forward; the blocks live at the
     later step's peak. Returns (the later step's peak in MiB, or on CPU the saved MiB; groups)."""
     cuda = device.type == "cuda"
-    compiled = torch.compile(model, dynamic=False, fullgraph=True)
+    compiled = compiled_as_run(model, device, ddp)
     if cuda:
         torch.cuda.synchronize()
         base = torch.cuda.memory_allocated()
@@ -142,18 +160,32 @@ def main() -> None:
     ap.add_argument("reference", help="the challenge's train_gpt.py")
     ap.add_argument("--spec", default="specs/baseline.yaml")
     ap.add_argument("--seqs", type=int, default=64)
+    ap.add_argument("--ddp", action="store_true", help="DDP(torch.compile(model)) on a one-rank group, as under torchrun")
+    ap.add_argument("--memory-budget", type=float, default=None,
+                    help="torch._functorch.config.activation_memory_budget for both models (default: torch's, 1.0)")
     args = ap.parse_args()
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
+    if args.memory_budget is not None:
+        torch._functorch.config.activation_memory_budget = args.memory_budget
+    if args.ddp:
+        import torch.distributed as dist
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        store = tempfile.NamedTemporaryFile(prefix="memory_probe_store_")
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", init_method=f"file://{store.name}",
+                                rank=0, world_size=1)
+    print(f"wrapper: {'DDP(torch.compile(model)), one rank' if args.ddp else 'torch.compile(model)'}; "
+          f"activation memory budget {torch._functorch.config.activation_memory_budget}")
     plan = make_plan(load_spec(args.spec))
     g = torch.Generator().manual_seed(0)
     toks = torch.randint(0, plan.model.vocab_size, (args.seqs, plan.model.seq_len + 1), generator=g).to(device)
     x, y = toks[:, :-1].contiguous(), toks[:, 1:].contiguous()
     torch.manual_seed(0)
-    ref, ref_groups = probe("challenge GPT", challenge_model(args.reference, plan, device), x, y, device)
+    ref, ref_groups = probe("challenge GPT", challenge_model(args.reference, plan, device), x, y, device, args.ddp)
     torch.manual_seed(0)
     model = build_model(plan, device)
     model.tok_emb.to(torch.bfloat16)      # as build_model does on CUDA (here for the CPU probe too)
-    ours, our_groups = probe(f"recurc {plan.name}", model, x, y, device)
+    ours, our_groups = probe(f"recurc {plan.name}", model, x, y, device, args.ddp)
     print("\nsaved tensors (by dtype, shape) and blocks live at the peak (by size) that differ (bytes per token, recurc - challenge):")
     for key in sorted(set(ref_groups) | set(our_groups), key=str):
         delta = our_groups[key] - ref_groups[key]
@@ -162,6 +194,8 @@ def main() -> None:
     print(f"first (compiling) step's peak: recurc {our_groups[('first-step peak MiB', ())]:,} MiB, "
           f"challenge {ref_groups[('first-step peak MiB', ())]:,} MiB")
     print(f"\nrecurc / challenge: {ours / ref:.3f} ({ours - ref:+,.1f} MiB per micro-batch of {x.numel():,} tokens)")
+    if args.ddp:
+        torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":
