@@ -1,7 +1,7 @@
 """Activation memory of one micro-batch: recurc's baseline vs the challenge's GPT, side by side.
 
     python benchmarks/memory_probe.py /path/to/train_gpt.py [--seqs 64] [--spec specs/baseline.yaml]
-        [--ddp] [--memory-budget F]
+        [--ddp] [--functorch KEY=VALUE ...]
 
 Imports the challenge's script as a module (nothing of it is copied here), builds its GPT as its
 main() does (bf16, then linear layers and control tensors back to fp32) and recurc's model as
@@ -14,13 +14,16 @@ state outside the model (optimizer, copies), which runtime.train's per-phase pea
 
 --ddp wraps each compiled model as the challenge's script does under torchrun, also on one
 process (`DDP(torch.compile(model))` on a one-rank group): dynamo then splits the graph at DDP's
-gradient buckets and compiles each piece on its own. --memory-budget sets the AOT partitioner's
-activation memory budget (torch._functorch.config.activation_memory_budget; 1.0 is torch's
-default: save what the min-cut saves; lower recomputes more) for both models.
+gradient buckets and compiles each piece on its own. --functorch sets an AOT-autograd /
+partitioner option (torch._functorch.config) for both models, e.g. ban_recompute_used_far_apart=False
+(what runtime.train sets by default: it lets the backward recompute the residual stream) or
+activation_memory_budget=0.9 (lower recomputes more; 1.0, torch's default, saves what the
+min-cut saves).
 """
 from __future__ import annotations
 
 import argparse
+import ast
 import collections
 import importlib.util
 import tempfile
@@ -161,12 +164,16 @@ def main() -> None:
     ap.add_argument("--spec", default="specs/baseline.yaml")
     ap.add_argument("--seqs", type=int, default=64)
     ap.add_argument("--ddp", action="store_true", help="DDP(torch.compile(model)) on a one-rank group, as under torchrun")
-    ap.add_argument("--memory-budget", type=float, default=None,
-                    help="torch._functorch.config.activation_memory_budget for both models (default: torch's, 1.0)")
+    ap.add_argument("--functorch", action="append", default=[], metavar="KEY=VALUE",
+                    help="a torch._functorch.config option for both models (repeatable), "
+                         "e.g. ban_recompute_used_far_apart=False")
     args = ap.parse_args()
     device = torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
-    if args.memory_budget is not None:
-        torch._functorch.config.activation_memory_budget = args.memory_budget
+    for item in args.functorch:
+        key, _, value = item.partition("=")
+        if not hasattr(torch._functorch.config, key):
+            ap.error(f"--functorch {item}: torch._functorch.config has no option {key!r}")
+        setattr(torch._functorch.config, key, ast.literal_eval(value))
     if args.ddp:
         import torch.distributed as dist
         if device.type == "cuda":
@@ -175,7 +182,7 @@ def main() -> None:
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo", init_method=f"file://{store.name}",
                                 rank=0, world_size=1)
     print(f"wrapper: {'DDP(torch.compile(model)), one rank' if args.ddp else 'torch.compile(model)'}; "
-          f"activation memory budget {torch._functorch.config.activation_memory_budget}")
+          f"torch._functorch.config: {', '.join(args.functorch) or 'defaults'}")
     plan = make_plan(load_spec(args.spec))
     g = torch.Generator().manual_seed(0)
     toks = torch.randint(0, plan.model.vocab_size, (args.seqs, plan.model.seq_len + 1), generator=g).to(device)

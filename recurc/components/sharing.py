@@ -81,7 +81,7 @@ def _check_targets(name: str, targets: list[str], shapes: dict[str, tuple[int, i
 class LoRAConfig(Strict):
     rank: int = Field(4, ge=1, le=1024, description="the adapters' rank r")
     targets: Targets = Field(["attn.c_q", "attn.c_v"], min_length=1,
-                                      description="projections adapted on each pass (DepthLoRA: Q and V)")
+                            description="projections adapted on each pass (DepthLoRA: Q and V)")
     alpha: float | None = Field(None, gt=0, description="the update is scaled by alpha / rank; default 1")
     passes: Literal["all", "later"] = Field("all", description="which scoped passes own adapters: all, or "
                                             "those after a block's first (the first runs the shared weights)")
@@ -119,7 +119,7 @@ class LegendreConfig(Strict):
     degree: int = Field(2, ge=1, le=16, description="highest polynomial degree; stores degree extra "
                         "coefficient matrices per target")
     targets: Targets = Field(["attn.c_q", "attn.c_k", "attn.c_v", "attn.proj", "mlp.fc", "mlp.proj"],
-                                      min_length=1, description="projections whose weights are polynomials in depth")
+                            min_length=1, description="projections whose weights are polynomials in depth")
 
 
 class Legendre(Component):
