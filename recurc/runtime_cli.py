@@ -56,9 +56,9 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--attention-kernel", choices=("auto", "flash", "cudnn", "efficient"), default="auto",
                    help="scaled_dot_product_attention's kernels on CUDA (default auto: torch's own "
                         "choice; flash: the challenge script's)")
-    p.add_argument("--recompute-far-apart", action=argparse.BooleanOptionalAction, default=True,
+    p.add_argument("--recompute-far-apart", action=argparse.BooleanOptionalAction, default=False,
                    help="let the compiled backward recompute the residual stream rather than save it "
-                        "(default on: less activation memory; off: torch's partitioner as it comes)")
+                        "(less activation memory, more time; default off: torch's partitioner as it comes)")
 
 
 # ---------------------------------------------------------------- train
@@ -93,8 +93,8 @@ def _runtime_argv(args: argparse.Namespace) -> list[str]:
                        ("progress", args.progress)):
         if value is not None:
             out.append(f"--{opt}" if value else f"--no-{opt}")
-    if not args.recompute_far_apart:
-        out.append("--no-recompute-far-apart")
+    if args.recompute_far_apart:
+        out.append("--recompute-far-apart")
     if args.resume:
         out.append("--resume")
     return out

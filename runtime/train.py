@@ -193,13 +193,19 @@ def allow_far_apart_recompute(allow: bool) -> None:
     (`ban_recompute_used_far_apart`), a guard against long recompute chains. In one fullgraph
     of the whole model that ban reaches the residual stream: each layer's mixed input, post-
     attention and post-MLP sums are saved, although all of them are pointwise sums of matmul
-    outputs the backward saves anyway. Lifted, the partitioner recomputes them inside the fused
-    backward kernels: the baseline saves 14 % less per micro-batch (355.4 -> 305.4 MiB for
-    2,048 tokens, benchmarks/memory_probe.py --functorch ban_recompute_used_far_apart=False).
-    The challenge's script gets part of this by accident: DDP splits its graph at gradient
-    buckets, so fewer uses are far apart (341.4 MiB). A process-wide partitioner setting, read
+    outputs the backward saves anyway. Lifted (with recompute chains bounded at 4 ops), the
+    partitioner recomputes them inside the backward kernels: on CPU the baseline saves 13 % less
+    per micro-batch (355.4 -> 309.4 MiB for 2,048 tokens; benchmarks/memory_probe.py --functorch
+    ban_recompute_used_far_apart=False max_dist_from_bw=4). On one H200 it trades time for memory:
+    peak 10,878 -> 9,504 MiB (0.922 of the challenge script's) at 255.7 -> 326.5 ms/step
+    (benchmarks/results/h200_session4_2026-12-03), hence off by default. The challenge's script
+    gets a little of the saving by accident: DDP splits its graph at gradient buckets, so fewer
+    uses are far apart (341.4 MiB on CPU). A process-wide partitioner setting, read
     when a graph is compiled."""
     torch._functorch.config.ban_recompute_used_far_apart = not allow
+    # recompute chains of at most 4 ops from the backward's use (the residual sums are one or two
+    # adds away from saved tensors); 1000 is torch's default, i.e. no limit
+    torch._functorch.config.max_dist_from_bw = 4 if allow else 1000
 
 
 # ============================================================================ the model
@@ -262,7 +268,7 @@ class RunConfig:
     progress: Any            # a progress display (runtime/progress.py) or None
     stdout_json: bool = False  # print each record as a JSON line (stdout is not a terminal)
     attention_kernel: str = "auto"  # scaled_dot_product_attention's kernels on CUDA (ATTENTION_KERNELS)
-    recompute_far_apart: bool = True  # let the compiled backward recompute the residual stream
+    recompute_far_apart: bool = False  # let the compiled backward recompute the residual stream
 
 
 class Trainer:

@@ -124,3 +124,23 @@ def test_attention_kernel_choice_sets_the_sdpa_flags():
         for enable, on in zip((b.enable_flash_sdp, b.enable_cudnn_sdp, b.enable_mem_efficient_sdp,
                                b.enable_math_sdp), flags):
             enable(on)
+
+
+def test_recompute_far_apart_reaches_the_partitioner():
+    """`recurc train --recompute-far-apart` is passed on to runtime.train, which lifts torch's
+    ban on recomputing values used far apart (bounded chains); off restores torch's defaults."""
+    import argparse
+    import torch._functorch.config as fc
+    from recurc.runtime_cli import _runtime_argv, add_train_options
+    from runtime.train import allow_far_apart_recompute
+    p = argparse.ArgumentParser()
+    p.add_argument("overrides", nargs="*")
+    add_train_options(p)
+    assert "--recompute-far-apart" in _runtime_argv(p.parse_args(["--recompute-far-apart"]))
+    assert "--recompute-far-apart" not in _runtime_argv(p.parse_args([]))
+    try:
+        allow_far_apart_recompute(True)
+        assert not fc.ban_recompute_used_far_apart and fc.max_dist_from_bw == 4
+    finally:
+        allow_far_apart_recompute(False)
+    assert fc.ban_recompute_used_far_apart and fc.max_dist_from_bw == 1000
