@@ -16,7 +16,8 @@ state outside the model (optimizer, copies), which runtime.train's per-phase pea
 process (`DDP(torch.compile(model))` on a one-rank group): dynamo then splits the graph at DDP's
 gradient buckets and compiles each piece on its own. --functorch sets an AOT-autograd /
 partitioner option (torch._functorch.config) for both models, e.g. ban_recompute_used_far_apart=False
-(what runtime.train sets by default: it lets the backward recompute the residual stream) or
+max_dist_from_bw=4 (what runtime.train --recompute-far-apart sets: the backward recomputes the
+residual stream) or
 activation_memory_budget=0.9 (lower recomputes more; 1.0, torch's default, saves what the
 min-cut saves).
 """

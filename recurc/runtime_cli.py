@@ -90,11 +90,9 @@ def _runtime_argv(args: argparse.Namespace) -> list[str]:
             out += [opt, str(value)]
     out += ["--log-every", str(args.log_every), "--ckpt-every", str(args.ckpt_every)]
     for opt, value in (("compile", args.compile), ("warmup", args.warmup), ("export", args.export),
-                       ("progress", args.progress)):
+                       ("progress", args.progress), ("recompute-far-apart", args.recompute_far_apart)):
         if value is not None:
             out.append(f"--{opt}" if value else f"--no-{opt}")
-    if args.recompute_far_apart:
-        out.append("--recompute-far-apart")
     if args.resume:
         out.append("--resume")
     return out
