@@ -82,7 +82,9 @@ class Definition:
 @dataclass
 class ModuleIndex:
     name: str
-    imports: dict[str, str]          # alias -> import statement for non-project imports
+    # alias -> the non-project import statements that bind it: `torch` may need both
+    # `import torch` and `import torch._functorch.config`
+    imports: dict[str, tuple[str, ...]]
     project: dict[str, tuple[str, str | None]]   # alias -> (project module, object name or None)
     defs: dict[str, Definition]
 
@@ -132,7 +134,7 @@ def _index_module(i: int, mod: str, path: str, section: str, modules: set[str]) 
     src = _path(path).read_text(encoding="utf-8")
     lines = src.splitlines(keepends=True)
     tree = ast.parse(src)
-    imports: dict[str, str] = {}
+    imports: dict[str, tuple[str, ...]] = {}
     project: dict[str, tuple[str, str | None]] = {}
     defs: dict[str, Definition] = {}
     for node in tree.body:
@@ -142,7 +144,8 @@ def _index_module(i: int, mod: str, path: str, section: str, modules: set[str]) 
                 if _is_project(a.name):
                     project[alias] = (a.name, None)
                 else:
-                    imports[alias] = f"import {a.name}" + (f" as {a.asname}" if a.asname else "")
+                    stmt = f"import {a.name}" + (f" as {a.asname}" if a.asname else "")
+                    imports[alias] = imports.get(alias, ()) + (stmt,)
         elif isinstance(node, ast.ImportFrom):
             if node.module == "__future__":
                 continue
@@ -156,7 +159,8 @@ def _index_module(i: int, mod: str, path: str, section: str, modules: set[str]) 
                     sub = f"{module}.{a.name}"
                     project[alias] = (sub, None) if sub in modules else (module, a.name)
                 else:
-                    imports[alias] = f"from {node.module} import {a.name}" + (f" as {a.asname}" if a.asname else "")
+                    stmt = f"from {node.module} import {a.name}" + (f" as {a.asname}" if a.asname else "")
+                    imports[alias] = imports.get(alias, ()) + (stmt,)
         elif isinstance(node, (ast.FunctionDef, ast.ClassDef, ast.AsyncFunctionDef, ast.Assign, ast.AnnAssign)):
             if isinstance(node, ast.Assign):
                 names = [t.id for t in node.targets if isinstance(t, ast.Name)]
@@ -372,10 +376,8 @@ if __name__ == "__main__":
 '''
 
 # imports the template itself uses
-_TEMPLATE_IMPORTS = {
-    "os": "import os", "sys": "import sys", "torch": "import torch", "dist": "import torch.distributed as dist",
-    "Path": "from pathlib import Path", "dataclasses": "import dataclasses",
-}
+_TEMPLATE_IMPORTS = {"import os", "import sys", "import torch", "import torch.distributed as dist",
+                     "from pathlib import Path", "import dataclasses"}
 
 
 # ============================================================================ emission
@@ -388,7 +390,7 @@ class Emitted:
         return pack(self.raw, packing)
 
 
-def _collect(plan: Plan, sources: tuple[Source, ...]) -> tuple[list[Definition], dict[str, str]]:
+def _collect(plan: Plan, sources: tuple[Source, ...]) -> tuple[list[Definition], set[str]]:
     """The definitions reachable from the template and the component table, verbatim apart from
     project imports, and the imports they need."""
     index = _index(sources)
@@ -397,10 +399,11 @@ def _collect(plan: Plan, sources: tuple[Source, ...]) -> tuple[list[Definition],
         for n in mi.defs:
             by_name.setdefault(n, mi)
     roots = _loads(ast.parse(_TEMPLATE_MAIN)) | {"RecurrentLM", "Plan"}
-    todo: list[tuple[str, str | None]] = [(r, None) for r in roots if r not in TEMPLATE_NAMES]
+    # sorted: the walk's order must not depend on set order (string hashes vary per process)
+    todo: list[tuple[str, str | None]] = [(r, None) for r in sorted(roots) if r not in TEMPLATE_NAMES]
     todo += [(attr, module) for _, module, attr in _component_refs(plan)]
     chosen: dict[tuple[str, str], Definition] = {}
-    imports: dict[str, str] = {}
+    imports: set[str] = set()
     while todo:
         name, module = todo.pop()
         if name in TEMPLATE_NAMES:
@@ -413,9 +416,9 @@ def _collect(plan: Plan, sources: tuple[Source, ...]) -> tuple[list[Definition],
         d = mi.defs[name]
         text, needs = _strip_project_refs(d.text, mi)
         chosen[(name, mi.name)] = Definition(name, d.module, d.section, d.order, text, d.kind)
-        for r in _loads(ast.parse(text)):
+        for r in sorted(_loads(ast.parse(text))):
             if r in mi.imports:
-                imports[r] = mi.imports[r]
+                imports.update(mi.imports[r])
             elif r in mi.project:
                 pmod, obj = mi.project[r]
                 if obj is not None:
@@ -424,7 +427,7 @@ def _collect(plan: Plan, sources: tuple[Source, ...]) -> tuple[list[Definition],
                 todo.append((r, mi.name))
             elif r in by_name:
                 todo.append((r, None))
-        todo += list(needs)
+        todo += sorted(needs)
     # one Definition may define several names (a, b = ...), and a name must be defined once
     seen: set[int] = set()
     defs: list[Definition] = []
@@ -441,8 +444,7 @@ def _collect(plan: Plan, sources: tuple[Source, ...]) -> tuple[list[Definition],
     return defs, imports
 
 
-def _import_block(imports: dict[str, str]) -> str:
-    stmts = set(imports.values())
+def _import_block(stmts: set[str]) -> str:
     plain = sorted(s for s in stmts if s.startswith("import "))
     froms = sorted(s for s in stmts if s.startswith("from "))
     # merge `from m import a`, `from m import b`
@@ -500,8 +502,7 @@ def emit_source(plan: Plan) -> Emitted:
     version = _version()
     h = plan_hash(plan)
     defs, imports = _collect(plan, sources)
-    for alias, stmt in _TEMPLATE_IMPORTS.items():
-        imports.setdefault(alias, stmt)
+    imports |= _TEMPLATE_IMPORTS
     parts = [_header(plan, version, h), "from __future__ import annotations\n\n", _import_block(imports), "\n",
              _spec_text(plan), "\n"]
     section = None

@@ -115,6 +115,24 @@ def test_estimate_counts_the_emitted_script(tmp_path):
     assert out.stat().st_size == n and f"lzma {n:,} B" in r.stdout
 
 
+def test_emitted_script_is_the_same_in_every_process(tmp_path):
+    """A name bound by two imports (`import torch`, `import torch._functorch.config`) keeps both,
+    whichever definition reads it last, and the bytes do not depend on the process's string-hash
+    seed: the size `estimate` predicts in one process is the size `emit` writes in another."""
+    src = emit(_plan(ROOT / "specs/loop45x2.yaml", ["code.bytes=null", "code.emit=raw"]), "raw")
+    lines = set(src.splitlines())
+    assert {"import torch", "import torch._functorch.config"} <= lines
+    outs = []
+    for seed in ("0", "1", "12345"):
+        out = tmp_path / f"train_gpt_{seed}.py"
+        r = subprocess.run([str(Path(sys.executable).parent / "recurc"), "emit", "specs/loop45x2.yaml",
+                            "code.bytes=null", "code.emit=raw", "-o", str(out)], cwd=ROOT, capture_output=True,
+                           text=True, env={**os.environ, "PYTHONHASHSEED": seed})
+        assert r.returncode == 0, r.stderr
+        outs.append(out.read_text(encoding="utf-8"))
+    assert all(o == src for o in outs)
+
+
 def test_emitted_code_bytes_is_torch_free():
     code = ("import sys, time; t = time.perf_counter()\n"
             "from recurc.spec import load_spec; from recurc.plan import make_plan; from recurc.estimate import estimate\n"
