@@ -201,11 +201,19 @@ def allow_far_apart_recompute(allow: bool) -> None:
     (benchmarks/results/h200_session4_2026-12-03), hence off by default. The challenge's script
     gets a little of the saving by accident: DDP splits its graph at gradient buckets, so fewer
     uses are far apart (341.4 MiB on CPU). A process-wide partitioner setting, read
-    when a graph is compiled."""
-    torch._functorch.config.ban_recompute_used_far_apart = not allow
+    when a graph is compiled; off puts back the values torch had before the first call."""
+    cfg = torch._functorch.config
+    if not _PARTITIONER_BEFORE:
+        _PARTITIONER_BEFORE.update(ban_recompute_used_far_apart=cfg.ban_recompute_used_far_apart,
+                                   max_dist_from_bw=cfg.max_dist_from_bw)
     # recompute chains of at most 4 ops from the backward's use (the residual sums are one or two
-    # adds away from saved tensors); 1000 is torch's default, i.e. no limit
-    torch._functorch.config.max_dist_from_bw = 4 if allow else 1000
+    # adds away from saved tensors)
+    lifted = {"ban_recompute_used_far_apart": False, "max_dist_from_bw": 4}
+    for key, value in (lifted if allow else _PARTITIONER_BEFORE).items():
+        setattr(cfg, key, value)
+
+
+_PARTITIONER_BEFORE: dict[str, object] = {}   # torch's own settings, saved by the first call
 
 
 # ============================================================================ the model

@@ -128,7 +128,7 @@ def test_attention_kernel_choice_sets_the_sdpa_flags():
 
 def test_recompute_far_apart_reaches_the_partitioner():
     """`recurc train --recompute-far-apart` is passed on to runtime.train, which lifts torch's
-    ban on recomputing values used far apart (bounded chains); off restores torch's defaults."""
+    ban on recomputing values used far apart (bounded chains); off restores the values torch had."""
     import argparse
     import torch._functorch.config as fc
     from recurc.runtime_cli import _runtime_argv, add_train_options
@@ -138,9 +138,11 @@ def test_recompute_far_apart_reaches_the_partitioner():
     add_train_options(p)
     assert "--recompute-far-apart" in _runtime_argv(p.parse_args(["--recompute-far-apart"]))
     assert "--recompute-far-apart" not in _runtime_argv(p.parse_args([]))
+    before = (fc.ban_recompute_used_far_apart, fc.max_dist_from_bw)
     try:
         allow_far_apart_recompute(True)
         assert not fc.ban_recompute_used_far_apart and fc.max_dist_from_bw == 4
+        allow_far_apart_recompute(True)      # twice: off must still restore torch's own values
     finally:
         allow_far_apart_recompute(False)
-    assert fc.ban_recompute_used_far_apart and fc.max_dist_from_bw == 1000
+    assert (fc.ban_recompute_used_far_apart, fc.max_dist_from_bw) == before
