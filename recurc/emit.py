@@ -399,7 +399,8 @@ def _collect(plan: Plan, sources: tuple[Source, ...]) -> tuple[list[Definition],
         for n in mi.defs:
             by_name.setdefault(n, mi)
     roots = _loads(ast.parse(_TEMPLATE_MAIN)) | {"RecurrentLM", "Plan"}
-    # sorted: the walk's order must not depend on set order (string hashes vary per process)
+    # walked in a fixed (sorted) order: what it collects is order-free (imports are unioned), and
+    # a fixed order keeps it so reproducibly, whatever the process's string-hash seed
     todo: list[tuple[str, str | None]] = [(r, None) for r in sorted(roots) if r not in TEMPLATE_NAMES]
     todo += [(attr, module) for _, module, attr in _component_refs(plan)]
     chosen: dict[tuple[str, str], Definition] = {}

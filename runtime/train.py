@@ -186,6 +186,9 @@ def select_attention_kernel(name: str) -> None:
 
 
 # ============================================================================ activation recompute
+_PARTITIONER_BEFORE: dict[str, object] = {}   # torch's own settings, saved by the first call
+
+
 def allow_far_apart_recompute(allow: bool) -> None:
     """Whether the compiled backward may recompute cheap values whose uses lie far apart.
 
@@ -212,8 +215,6 @@ def allow_far_apart_recompute(allow: bool) -> None:
     for key, value in (lifted if allow else _PARTITIONER_BEFORE).items():
         setattr(cfg, key, value)
 
-
-_PARTITIONER_BEFORE: dict[str, object] = {}   # torch's own settings, saved by the first call
 
 
 # ============================================================================ the model

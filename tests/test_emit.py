@@ -123,7 +123,7 @@ def test_emitted_script_is_the_same_in_every_process(tmp_path):
     lines = set(src.splitlines())
     assert {"import torch", "import torch._functorch.config"} <= lines
     outs = []
-    for seed in ("0", "7"):      # two seeds that walked the definitions in different orders (0.1.0)
+    for seed in ("0", "7"):      # two seeds that gave different scripts before the fix (c968fb2)
         out = tmp_path / f"train_gpt_{seed}.py"
         r = subprocess.run([str(Path(sys.executable).parent / "recurc"), "emit", "specs/loop45x2.yaml",
                             "code.bytes=null", "code.emit=raw", "-o", str(out)], cwd=ROOT, capture_output=True,
